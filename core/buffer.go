@@ -1,0 +1,367 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fluxstream/fluxstream/core/spool"
+)
+
+// buffer sits between the DAG and a sink's writer. Push never drops a
+// record silently: it blocks (when_full: block) or gives up the oldest
+// (drop_oldest, counted and logged).
+type buffer interface {
+	Push(ctx context.Context, recs []*Record) error
+	// Next waits for records and returns up to max of them; io.EOF once the
+	// input is closed and everything was handed out.
+	Next(ctx context.Context, max int) ([]*Record, ticket, error)
+	// Done marks a batch from Next as delivered.
+	Done(t ticket)
+	// CloseInput refuses further pushes; Next drains what is left.
+	CloseInput()
+	// Close releases the buffer (the disk spool keeps what is undelivered).
+	Close() error
+	// Pending is the number of records not yet delivered, and their bytes
+	// on disk (0 for memory).
+	Pending() (records int64, bytes int64)
+}
+
+type ticket struct {
+	end  uint64    // disk: spool cursor after this batch
+	recs []*Record // memory: records to release
+}
+
+// condWait waits on c (whose lock is held) until woken or ctx ends.
+func condWait(ctx context.Context, c *sync.Cond) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() {
+		c.L.Lock()
+		c.Broadcast()
+		c.L.Unlock()
+	})
+	c.Wait()
+	stop()
+	return ctx.Err()
+}
+
+// memBuffer is a bounded in-memory queue. Records are released upstream
+// (and so checkpointed) only once the sink delivered them: after a crash
+// the source sends them again.
+type memBuffer struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	q        []*Record
+	max      int
+	dropOld  bool
+	closed   bool
+	stats    *SinkStats
+	log      *slog.Logger
+	lastWarn time.Time
+}
+
+func newMemBuffer(cfg BufferConfig, stats *SinkStats, log *slog.Logger) *memBuffer {
+	b := &memBuffer{max: cfg.MaxRecords, dropOld: cfg.WhenFull == "drop_oldest", stats: stats, log: log}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+func (b *memBuffer) Push(ctx context.Context, recs []*Record) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, r := range recs {
+		for len(b.q) >= b.max && !b.closed {
+			if b.dropOld {
+				old := b.q[0]
+				b.q[0] = nil
+				b.q = b.q[1:]
+				old.Ack() // gone: counts as handled, loudly
+				b.stats.BufferDropped.Add(1)
+				if time.Since(b.lastWarn) > 10*time.Second {
+					b.lastWarn = time.Now()
+					b.log.Warn("buffer full: dropped oldest records (when_full: drop_oldest)", "dropped_total", b.stats.BufferDropped.Load())
+				}
+				continue
+			}
+			if err := condWait(ctx, b.cond); err != nil {
+				return err
+			}
+		}
+		if b.closed {
+			return fmt.Errorf("buffer closed with %d records not taken", len(recs)-i)
+		}
+		b.q = append(b.q, r)
+	}
+	b.cond.Broadcast()
+	return nil
+}
+
+func (b *memBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for len(b.q) == 0 {
+		if b.closed {
+			return nil, ticket{}, io.EOF
+		}
+		if err := condWait(ctx, b.cond); err != nil {
+			return nil, ticket{}, err
+		}
+	}
+	n := min(max, len(b.q))
+	out := make([]*Record, n)
+	copy(out, b.q[:n])
+	clear(b.q[:n])
+	b.q = b.q[n:]
+	b.cond.Broadcast()
+	return out, ticket{recs: out}, nil
+}
+
+func (b *memBuffer) Done(t ticket) {
+	for _, r := range t.recs {
+		r.Ack()
+	}
+}
+
+func (b *memBuffer) CloseInput() {
+	b.mu.Lock()
+	b.closed = true
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+func (b *memBuffer) Close() error { return nil }
+
+func (b *memBuffer) Pending() (int64, int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return int64(len(b.q)), 0
+}
+
+// diskBuffer writes every record through to the sink's spool. A record is
+// released upstream once fsynced, so the source may forget it even if the
+// sink is down for days; the sink reads recent records from an in-memory
+// window and older ones back from disk, in order.
+type diskBuffer struct {
+	sp       *spool.Spool
+	cfg      BufferConfig
+	stats    *SinkStats
+	log      *slog.Logger
+	mu       sync.Mutex
+	cond     *sync.Cond
+	window   []*Record // records of seqs [winFirst, winFirst+len(window))
+	winFirst uint64
+	readSeq  uint64
+	unsynced []*Record
+	closed   bool
+	lastWarn time.Time
+	stopSync chan struct{}
+	syncDone chan struct{}
+}
+
+func openDiskBuffer(dir string, cfg BufferConfig, stats *SinkStats, log *slog.Logger) (*diskBuffer, error) {
+	seg := min(int64(16<<20), int64(cfg.MaxBytes)/8)
+	sp, err := spool.Open(dir, spool.Options{SegmentBytes: seg})
+	if err != nil {
+		return nil, err
+	}
+	for _, problem := range sp.Recovered() {
+		log.Warn("spool repaired after an unclean stop", "problem", problem)
+	}
+	b := &diskBuffer{sp: sp, cfg: cfg, stats: stats, log: log,
+		stopSync: make(chan struct{}), syncDone: make(chan struct{})}
+	b.cond = sync.NewCond(&b.mu)
+	b.readSeq = sp.Acked()
+	b.winFirst = sp.Next()
+	if n := sp.Len(); n > 0 {
+		log.Info("spool holds undelivered records from an earlier run; delivering them first", "records", n, "bytes", sp.Bytes(), "dir", filepath.Clean(dir))
+	}
+	go b.syncLoop()
+	return b, nil
+}
+
+func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
+	payloads := make([][]byte, len(recs))
+	size := int64(0)
+	for i, r := range recs {
+		p, err := encodeSpoolEntry(r)
+		if err != nil {
+			return err
+		}
+		payloads[i] = p
+		size += int64(len(p)) + 8
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.sp.Bytes()+size > int64(b.cfg.MaxBytes) && !b.closed {
+		if b.cfg.WhenFull == "drop_oldest" {
+			dropped, cursor, err := b.sp.DropOldest(size)
+			if err != nil {
+				return err
+			}
+			if cursor > b.readSeq {
+				b.readSeq = cursor
+			}
+			b.stats.BufferDropped.Add(int64(dropped))
+			if time.Since(b.lastWarn) > 10*time.Second {
+				b.lastWarn = time.Now()
+				b.log.Warn("spool full: dropped oldest undelivered records (when_full: drop_oldest)",
+					"dropped_total", b.stats.BufferDropped.Load(), "max_bytes", b.cfg.MaxBytes.String())
+			}
+			break
+		}
+		if time.Since(b.lastWarn) > 10*time.Second {
+			b.lastWarn = time.Now()
+			b.log.Warn("spool full: blocking the source until the sink catches up (when_full: block)", "max_bytes", b.cfg.MaxBytes.String())
+		}
+		if err := condWait(ctx, b.cond); err != nil {
+			return err
+		}
+	}
+	if b.closed {
+		return errors.New("buffer closed")
+	}
+	first, err := b.sp.Append(payloads...)
+	if err != nil {
+		return err
+	}
+	if len(b.window) == 0 || first != b.winFirst+uint64(len(b.window)) {
+		b.window = b.window[:0]
+		b.winFirst = first
+	}
+	b.window = append(b.window, recs...)
+	if over := len(b.window) - b.cfg.MaxRecords; over > 0 {
+		// The oldest part of the window stays on disk only.
+		clear(b.window[:over])
+		b.window = b.window[over:]
+		b.winFirst += uint64(over)
+	}
+	b.unsynced = append(b.unsynced, recs...)
+	b.cond.Broadcast()
+	return nil
+}
+
+func (b *diskBuffer) syncLoop() {
+	defer close(b.syncDone)
+	t := time.NewTicker(b.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-b.stopSync:
+			b.syncOnce()
+			return
+		}
+		b.syncOnce()
+	}
+}
+
+// syncOnce fsyncs what was appended and releases those records upstream.
+func (b *diskBuffer) syncOnce() {
+	b.mu.Lock()
+	recs := b.unsynced
+	b.unsynced = nil
+	b.mu.Unlock()
+	if _, err := b.sp.Sync(); err != nil {
+		b.log.Error("spool fsync failed; records stay unacknowledged and will be retried", "error", err)
+		b.mu.Lock()
+		b.unsynced = append(recs, b.unsynced...)
+		b.mu.Unlock()
+		return
+	}
+	for _, r := range recs {
+		r.Ack()
+	}
+}
+
+func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, error) {
+	b.mu.Lock()
+	for b.readSeq >= b.sp.Next() {
+		if b.closed {
+			b.mu.Unlock()
+			return nil, ticket{}, io.EOF
+		}
+		if err := condWait(ctx, b.cond); err != nil {
+			b.mu.Unlock()
+			return nil, ticket{}, err
+		}
+	}
+	if b.readSeq >= b.winFirst && b.readSeq < b.winFirst+uint64(len(b.window)) {
+		off := int(b.readSeq - b.winFirst)
+		n := min(max, len(b.window)-off)
+		out := make([]*Record, n)
+		copy(out, b.window[off:off+n])
+		// Drop what the sink now has from the window.
+		clear(b.window[:off+n])
+		b.window = b.window[off+n:]
+		b.winFirst += uint64(off + n)
+		b.readSeq += uint64(n)
+		end := b.readSeq
+		b.mu.Unlock()
+		return out, ticket{end: end}, nil
+	}
+	// Behind the window: read back from disk, up to the window's start.
+	want := max
+	if len(b.window) > 0 && b.winFirst > b.readSeq {
+		want = min(want, int(b.winFirst-b.readSeq))
+	}
+	entries, err := b.sp.Read(b.readSeq, want)
+	if err != nil || len(entries) == 0 {
+		b.mu.Unlock()
+		if err == nil {
+			err = fmt.Errorf("spool: no entry at %d", b.readSeq)
+		}
+		return nil, ticket{}, err
+	}
+	b.readSeq = entries[len(entries)-1].Seq + 1
+	end := b.readSeq
+	b.mu.Unlock()
+	out := make([]*Record, 0, len(entries))
+	for _, e := range entries {
+		r, err := decodeSpoolEntry(e.Data)
+		if err != nil {
+			// Only possible with a spool written by another version or
+			// damaged by hand: report and go on.
+			b.log.Error("undecodable spool entry skipped", "seq", e.Seq, "error", err)
+			b.stats.Errors.Add(1)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, ticket{end: end}, nil
+}
+
+func (b *diskBuffer) Done(t ticket) {
+	b.sp.Ack(t.end)
+	b.mu.Lock()
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+func (b *diskBuffer) CloseInput() {
+	b.mu.Lock()
+	b.closed = true
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+func (b *diskBuffer) Close() error {
+	b.CloseInput()
+	select {
+	case <-b.stopSync:
+	default:
+		close(b.stopSync)
+	}
+	<-b.syncDone
+	return b.sp.Close()
+}
+
+func (b *diskBuffer) Pending() (int64, int64) {
+	return int64(b.sp.Len()), b.sp.Bytes()
+}

@@ -1,0 +1,130 @@
+package core
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// StateDB is the process's durable state: one bbolt file in the data
+// directory with a bucket per node. bbolt gives crash-safe transactions and
+// an exclusive file lock, so two fluxstream processes can never share a
+// data directory.
+type StateDB struct {
+	db *bolt.DB
+}
+
+// OpenStateDB opens (or creates) the state file. It fails fast, naming the
+// file, if another process holds it.
+func OpenStateDB(path string) (*StateDB, error) {
+	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("state %s is locked by another fluxstream process (one data_dir per process)", path)
+		}
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	return &StateDB{db: db}, nil
+}
+
+// Close closes the file.
+func (s *StateDB) Close() error { return s.db.Close() }
+
+// Node returns the KV namespace of a node.
+func (s *StateDB) Node(name string) KV {
+	return &boltKV{db: s.db, bucket: []byte("node:" + name)}
+}
+
+type boltKV struct {
+	db     *bolt.DB
+	bucket []byte
+}
+
+func (kv *boltKV) Get(key []byte) ([]byte, error) {
+	var out []byte
+	err := kv.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(kv.bucket); b != nil {
+			if v := b.Get(key); v != nil {
+				out = bytes.Clone(v)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (kv *boltKV) ForEach(fn func(k, v []byte) error) error {
+	return kv.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(kv.bucket)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(fn)
+	})
+}
+
+func (kv *boltKV) Commit(puts []KVPut) error {
+	if len(puts) == 0 {
+		return nil
+	}
+	return kv.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(kv.bucket)
+		if err != nil {
+			return err
+		}
+		for _, p := range puts {
+			if p.Value == nil {
+				err = b.Delete(p.Key)
+			} else {
+				err = b.Put(p.Key, p.Value)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// MemKV is an in-memory KV, for dry-run and tests.
+type MemKV struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+// NewMemKV returns an empty in-memory KV.
+func NewMemKV() *MemKV { return &MemKV{m: map[string][]byte{}} }
+
+func (kv *MemKV) Get(key []byte) ([]byte, error) {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	return bytes.Clone(kv.m[string(key)]), nil
+}
+
+func (kv *MemKV) ForEach(fn func(k, v []byte) error) error {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	for _, k := range sortedKeys(kv.m) {
+		if err := fn([]byte(k), kv.m[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (kv *MemKV) Commit(puts []KVPut) error {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	for _, p := range puts {
+		if p.Value == nil {
+			delete(kv.m, string(p.Key))
+		} else {
+			kv.m[string(p.Key)] = bytes.Clone(p.Value)
+		}
+	}
+	return nil
+}
