@@ -839,3 +839,42 @@ func ParseByteSize(s string) (int64, error) {
 		"KI": 1 << 10, "MI": 1 << 20, "GI": 1 << 30, "TI": 1 << 40}[unit]
 	return int64(f * mult), nil
 }
+
+// ParseNodeConfig reads the config of one node, as it would stand under
+// sources:, transforms: or sinks: NAME:, for tests and tools that build a
+// single component. Errors name the file NAME.yaml and the lines of
+// yamlText. A missing type is set to "unset".
+func ParseNodeConfig(kind, name string, yamlText []byte) (*NodeConfig, error) {
+	section := ""
+	for _, s := range sections {
+		if s.kind == kind {
+			section = s.key
+		}
+	}
+	if section == "" {
+		return nil, fmt.Errorf("unknown kind %q", kind)
+	}
+	var probe map[string]any
+	if err := yamlv3.Unmarshal(yamlText, &probe); err != nil {
+		return nil, ConfigErrors{yamlSyntaxError(name+".yaml", err)}
+	}
+	var doc strings.Builder
+	fmt.Fprintf(&doc, "%s:\n  %s:\n", section, name)
+	for _, line := range strings.Split(strings.TrimRight(string(yamlText), "\n"), "\n") {
+		doc.WriteString("    " + line + "\n")
+	}
+	if _, ok := probe["type"]; !ok {
+		doc.WriteString("    type: unset\n")
+	}
+	cfg, err := LoadConfig(name+".yaml", []byte(doc.String()), LoadOptions{Environ: []string{}})
+	if cfg != nil {
+		// Report lines of yamlText, not of the wrapper.
+		for p, line := range cfg.loc.lines {
+			cfg.loc.lines[p] = max(line-2, 0)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Nodes[0], nil
+}

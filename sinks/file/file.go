@@ -1,0 +1,389 @@
+// Package file is the `file` sink: records as JSON lines (the record
+// contract of schemas/record.md, one per line), with size and time
+// rotation, optional gzip and an fsync policy.
+package file
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/fluxstream/fluxstream/core"
+)
+
+// Sample is the sample config shown by docs and `fluxstream`.
+//
+//go:embed sample.yaml
+var Sample string
+
+// Register adds the file sink to r.
+func Register(r *core.Registry) {
+	r.RegisterSink("file", "JSON lines (or Avro container files) on local disk, with rotation", New)
+}
+
+// Config is the sink's config.
+type Config struct {
+	// Path of the active file. Rotated files get a UTC timestamp inserted
+	// before the extension: events.2026-11-25T07-37-49Z.jsonl.
+	Path string `yaml:"path"`
+	// Format is "json" (JSON lines) or "avro" (an Avro object container
+	// file per rotation, see schemas/).
+	Format string `yaml:"format"`
+	// Compression is "none" or "gzip" (json only; avro files compress
+	// their blocks with deflate instead).
+	Compression string `yaml:"compression"`
+	Rotate      struct {
+		MaxBytes core.ByteSize `yaml:"max_bytes"` // 0 = no size rotation
+		Interval time.Duration `yaml:"interval"`  // 0 = no time rotation
+		MaxFiles int           `yaml:"max_files"` // rotated files kept, 0 = all
+	} `yaml:"rotate"`
+	// Fsync is "batch" (fsync before a batch is acknowledged: nothing
+	// acknowledged is lost, even on power loss), "interval" (every
+	// fsync_interval: faster, a power loss can lose the last interval) or
+	// "never" (leave it to the OS).
+	Fsync         string        `yaml:"fsync"`
+	FsyncInterval time.Duration `yaml:"fsync_interval"`
+	// Mkdir creates the directory of Path when missing.
+	Mkdir *bool `yaml:"mkdir"`
+}
+
+// Validate checks the decoded config.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Path == "" {
+		errs = append(errs, core.Fieldf("path", "must be set"))
+	}
+	switch c.Format {
+	case "json", "avro":
+	default:
+		errs = append(errs, core.Fieldf("format", "unknown format %q (json, avro)", c.Format))
+	}
+	switch c.Compression {
+	case "none", "gzip":
+	default:
+		errs = append(errs, core.Fieldf("compression", "unknown compression %q (none, gzip)", c.Compression))
+	}
+	if c.Format == "avro" && c.Compression == "gzip" {
+		errs = append(errs, core.Fieldf("compression", "gzip applies to json; avro files are deflate-compressed inside"))
+	}
+	switch c.Fsync {
+	case "batch", "interval", "never":
+	default:
+		errs = append(errs, core.Fieldf("fsync", "unknown policy %q (batch, interval, never)", c.Fsync))
+	}
+	if c.Rotate.MaxBytes < 0 || c.Rotate.Interval < 0 || c.Rotate.MaxFiles < 0 {
+		errs = append(errs, core.Fieldf("rotate", "values must not be negative"))
+	}
+	if c.FsyncInterval <= 0 {
+		errs = append(errs, core.Fieldf("fsync_interval", "must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Sink writes records to a file.
+type Sink struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	f        *os.File
+	bw       *bufio.Writer
+	gz       *gzip.Writer
+	enc      recordWriter
+	size     int64
+	opened   time.Time
+	dirty    bool // written since the last fsync
+	stopSync chan struct{}
+	syncDone chan struct{}
+	now      func() time.Time
+}
+
+var (
+	_ core.Sink        = (*Sink)(nil)
+	_ core.Provisioner = (*Sink)(nil)
+)
+
+// recordWriter encodes records onto the open file.
+type recordWriter interface {
+	write(w io.Writer, r *core.Record) (int, error)
+	flush(w io.Writer) error // end of a batch
+	close(w io.Writer) error // before the file closes
+}
+
+// New decodes the node's config.
+func New(nc *core.NodeConfig) (core.Sink, error) {
+	s := &Sink{now: time.Now}
+	s.cfg.Format = "json"
+	s.cfg.Compression = "none"
+	s.cfg.Fsync = "batch"
+	s.cfg.FsyncInterval = time.Second
+	if err := nc.Decode(&s.cfg); err != nil {
+		return nil, err
+	}
+	if s.cfg.Mkdir == nil {
+		t := true
+		s.cfg.Mkdir = &t
+	}
+	return s, nil
+}
+
+// Provision keeps the logger and starts the fsync timer if asked for.
+func (s *Sink) Provision(_ context.Context, nc core.NodeContext) error {
+	s.log = nc.Logger
+	if s.cfg.Fsync == "interval" && !nc.DryRun {
+		s.stopSync, s.syncDone = make(chan struct{}), make(chan struct{})
+		go s.syncLoop()
+	}
+	return nil
+}
+
+func (s *Sink) syncLoop() {
+	defer close(s.syncDone)
+	t := time.NewTicker(s.cfg.FsyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopSync:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if s.f != nil && s.dirty {
+				if err := s.f.Sync(); err != nil {
+					s.log.Error("fsync failed", "path", s.cfg.Path, "error", err)
+				}
+				s.dirty = false
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Write appends the batch and, with fsync: batch, makes it durable before
+// returning. A failed write closes the file so the retry starts clean
+// (duplicates, never holes).
+func (s *Sink) Write(_ context.Context, batch []*core.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.rotateIfDue(); err != nil {
+		return err
+	}
+	if s.f == nil {
+		if err := s.open(); err != nil {
+			return err
+		}
+	}
+	out := io.Writer(s.bw)
+	if s.gz != nil {
+		out = s.gz
+	}
+	for _, r := range batch {
+		n, err := s.enc.write(out, r)
+		if err != nil {
+			if errors.Is(err, errUnencodable) {
+				return core.Permanent(err)
+			}
+			s.abandon()
+			return fmt.Errorf("write %s: %w", s.cfg.Path, err)
+		}
+		s.size += int64(n)
+	}
+	if err := s.enc.flush(out); err != nil {
+		s.abandon()
+		return fmt.Errorf("write %s: %w", s.cfg.Path, err)
+	}
+	if s.gz != nil {
+		if err := s.gz.Flush(); err != nil {
+			s.abandon()
+			return fmt.Errorf("write %s: %w", s.cfg.Path, err)
+		}
+	}
+	if err := s.bw.Flush(); err != nil {
+		s.abandon()
+		return fmt.Errorf("write %s: %w", s.cfg.Path, err)
+	}
+	s.dirty = true
+	if s.cfg.Fsync == "batch" {
+		if err := s.f.Sync(); err != nil {
+			s.abandon()
+			return fmt.Errorf("fsync %s: %w", s.cfg.Path, err)
+		}
+		s.dirty = false
+	}
+	return nil
+}
+
+var errUnencodable = errors.New("record cannot be encoded")
+
+func (s *Sink) open() error {
+	dir := filepath.Dir(s.cfg.Path)
+	if *s.cfg.Mkdir {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("create directory for %s: %w", s.cfg.Path, err)
+		}
+	}
+	f, err := os.OpenFile(s.cfg.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("stat %s: %w", s.cfg.Path, err)
+	}
+	s.f, s.size, s.opened = f, st.Size(), s.now()
+	s.bw = bufio.NewWriterSize(f, 256<<10)
+	if s.cfg.Compression == "gzip" {
+		// Appending a new gzip member to an existing file is valid gzip:
+		// readers see one stream.
+		s.gz, _ = gzip.NewWriterLevel(s.bw, gzip.BestSpeed)
+	}
+	switch s.cfg.Format {
+	case "avro":
+		enc, err := newAvroWriter(f, st.Size())
+		if err != nil {
+			f.Close()
+			s.f = nil
+			return err
+		}
+		s.enc = enc
+	default:
+		s.enc = jsonWriter{}
+	}
+	return nil
+}
+
+// abandon closes the file after a failed write without flushing.
+func (s *Sink) abandon() {
+	if s.f != nil {
+		s.f.Close()
+	}
+	s.f, s.bw, s.gz, s.enc = nil, nil, nil, nil
+}
+
+func (s *Sink) closeFile() error {
+	if s.f == nil {
+		return nil
+	}
+	out := io.Writer(s.bw)
+	if s.gz != nil {
+		out = s.gz
+	}
+	err := s.enc.close(out)
+	if s.gz != nil {
+		err = errors.Join(err, s.gz.Close())
+	}
+	err = errors.Join(err, s.bw.Flush())
+	if s.cfg.Fsync != "never" {
+		err = errors.Join(err, s.f.Sync())
+	}
+	err = errors.Join(err, s.f.Close())
+	s.f, s.bw, s.gz, s.enc = nil, nil, nil, nil
+	return err
+}
+
+func (s *Sink) rotateIfDue() error {
+	due := false
+	if s.f != nil {
+		due = (s.cfg.Rotate.MaxBytes > 0 && s.size >= int64(s.cfg.Rotate.MaxBytes)) ||
+			(s.cfg.Rotate.Interval > 0 && s.now().Sub(s.opened) >= s.cfg.Rotate.Interval)
+	}
+	if !due {
+		return nil
+	}
+	if err := s.closeFile(); err != nil {
+		return fmt.Errorf("close %s for rotation: %w", s.cfg.Path, err)
+	}
+	rotated := RotatedName(s.cfg.Path, s.now())
+	if err := os.Rename(s.cfg.Path, rotated); err != nil {
+		return fmt.Errorf("rotate %s: %w", s.cfg.Path, err)
+	}
+	if s.log != nil {
+		s.log.Info("rotated", "file", rotated)
+	}
+	return s.prune()
+}
+
+// RotatedName inserts a UTC timestamp before the extensions of path:
+// /x/events.jsonl.gz -> /x/events.2026-11-25T07-37-49.123Z.jsonl.gz.
+func RotatedName(path string, t time.Time) string {
+	dir, base := filepath.Split(path)
+	stem, ext := base, ""
+	if i := strings.IndexByte(base, '.'); i > 0 {
+		stem, ext = base[:i], base[i:]
+	}
+	return filepath.Join(dir, stem+"."+t.UTC().Format("2006-01-02T15-04-05.000Z")+ext)
+}
+
+// prune deletes the oldest rotated files beyond max_files.
+func (s *Sink) prune() error {
+	if s.cfg.Rotate.MaxFiles <= 0 {
+		return nil
+	}
+	dir, base := filepath.Split(s.cfg.Path)
+	stem, ext := base, ""
+	if i := strings.IndexByte(base, '.'); i > 0 {
+		stem, ext = base[:i], base[i:]
+	}
+	matches, err := filepath.Glob(filepath.Join(dir, stem+".*"+ext))
+	if err != nil {
+		return err
+	}
+	var rotated []string
+	for _, m := range matches {
+		if m != s.cfg.Path {
+			rotated = append(rotated, m)
+		}
+	}
+	sort.Strings(rotated) // timestamps sort chronologically
+	for len(rotated) > s.cfg.Rotate.MaxFiles {
+		if err := os.Remove(rotated[0]); err != nil {
+			return err
+		}
+		rotated = rotated[1:]
+	}
+	return nil
+}
+
+// Close flushes, syncs and closes the file.
+func (s *Sink) Close(context.Context) error {
+	if s.stopSync != nil {
+		close(s.stopSync)
+		<-s.syncDone
+		s.stopSync = nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closeFile()
+}
+
+type jsonWriter struct{}
+
+func (jsonWriter) write(w io.Writer, r *core.Record) (int, error) {
+	js, err := r.JSON()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s: %v", errUnencodable, r.ID, err)
+	}
+	n, err := w.Write(js)
+	if err != nil {
+		return n, err
+	}
+	m, err := w.Write(newline)
+	return n + m, err
+}
+
+var newline = []byte{'\n'}
+
+func (jsonWriter) flush(io.Writer) error { return nil }
+func (jsonWriter) close(io.Writer) error { return nil }
