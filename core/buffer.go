@@ -158,8 +158,12 @@ type diskBuffer struct {
 	window   []*Record // records of seqs [winFirst, winFirst+len(window))
 	winFirst uint64
 	readSeq  uint64
-	unsynced []*Record
-	closed   bool
+	// Records not yet released upstream, oldest first, with the seq of
+	// the first. A record is released once it is synced or delivered,
+	// whichever comes first: both cover a prefix of the spool.
+	unreleased      []*Record
+	unreleasedFirst uint64
+	closed          bool
 	lastWarn time.Time
 	stopSync chan struct{}
 	syncDone chan struct{}
@@ -172,7 +176,7 @@ func openDiskBuffer(dir string, cfg BufferConfig, stats *SinkStats, log *slog.Lo
 		return nil, err
 	}
 	for _, problem := range sp.Recovered() {
-		log.Warn("spool repaired after an unclean stop", "problem", problem)
+		log.Warn("spool: cut what an unclean stop left unfinished (those records were never acknowledged: the source sends them again)", "problem", problem)
 	}
 	b := &diskBuffer{sp: sp, cfg: cfg, stats: stats, log: log,
 		stopSync: make(chan struct{}), syncDone: make(chan struct{})}
@@ -235,6 +239,9 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 		b.window = b.window[:0]
 		b.winFirst = first
 	}
+	if len(b.unreleased) == 0 {
+		b.unreleasedFirst = first
+	}
 	b.window = append(b.window, recs...)
 	if over := len(b.window) - b.cfg.MaxRecords; over > 0 {
 		// The oldest part of the window stays on disk only.
@@ -242,9 +249,25 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 		b.window = b.window[over:]
 		b.winFirst += uint64(over)
 	}
-	b.unsynced = append(b.unsynced, recs...)
+	b.unreleased = append(b.unreleased, recs...)
 	b.cond.Broadcast()
 	return nil
+}
+
+// release acknowledges upstream every record below seq.
+func (b *diskBuffer) release(seq uint64) {
+	b.mu.Lock()
+	n := 0
+	if seq > b.unreleasedFirst {
+		n = int(min(seq-b.unreleasedFirst, uint64(len(b.unreleased))))
+	}
+	recs := b.unreleased[:n:n]
+	b.unreleased = b.unreleased[n:]
+	b.unreleasedFirst += uint64(n)
+	b.mu.Unlock()
+	for _, r := range recs {
+		r.Ack()
+	}
 }
 
 func (b *diskBuffer) syncLoop() {
@@ -264,20 +287,12 @@ func (b *diskBuffer) syncLoop() {
 
 // syncOnce fsyncs what was appended and releases those records upstream.
 func (b *diskBuffer) syncOnce() {
-	b.mu.Lock()
-	recs := b.unsynced
-	b.unsynced = nil
-	b.mu.Unlock()
-	if _, err := b.sp.Sync(); err != nil {
-		b.log.Error("spool fsync failed; records stay unacknowledged and will be retried", "error", err)
-		b.mu.Lock()
-		b.unsynced = append(recs, b.unsynced...)
-		b.mu.Unlock()
+	upto, err := b.sp.Sync()
+	if err != nil {
+		b.log.Error("spool fsync failed; records stay unacknowledged and the fsync is retried", "error", err)
 		return
 	}
-	for _, r := range recs {
-		r.Ack()
-	}
+	b.release(upto)
 }
 
 func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, error) {
@@ -339,6 +354,7 @@ func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, erro
 
 func (b *diskBuffer) Done(t ticket) {
 	b.sp.Ack(t.end)
+	b.release(t.end)
 	b.mu.Lock()
 	b.cond.Broadcast()
 	b.mu.Unlock()

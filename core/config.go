@@ -878,3 +878,6 @@ func ParseNodeConfig(kind, name string, yamlText []byte) (*NodeConfig, error) {
 	}
 	return cfg.Nodes[0], nil
 }
+
+// Global returns the top-level settings of the config the node belongs to.
+func (nc *NodeConfig) Global() *Config { return nc.cfg }

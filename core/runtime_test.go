@@ -359,7 +359,10 @@ sinks:
 	want := ""
 	for _, s := range []string{"one", "two"} {
 		for i := range 3 {
-			want += fmt.Sprintf(`[%s] {"kind":"event","id":"rec-%05d","event":{"timestamp":%d,"name":"submit"},"job":{"id":%d}}`+"\n", s, i, i, i%7)
+			r := &core.Record{Kind: core.KindEvent, ID: fmt.Sprintf("rec-%05d", i),
+				Job: &core.Job{ID: uint64(i % 7)}, Event: &core.Event{Name: "submit", Timestamp: float64(i)}}
+			js, _ := r.JSON()
+			want += fmt.Sprintf("[%s] %s\n", s, js)
 		}
 	}
 	if out.String() != want {

@@ -151,7 +151,7 @@ func (s *Spool) scan(seg *segment, last bool) error {
 	hdr := make([]byte, len(segHeader))
 	off := int64(0)
 	if _, err := io.ReadFull(br, hdr); err != nil || string(hdr) != segHeader {
-		s.recovered = append(s.recovered, fmt.Sprintf("%s: missing header; segment ignored", seg.path))
+		s.recovered = append(s.recovered, fmt.Sprintf("%s: no complete header (a stop before its first write finished); segment started anew", seg.path))
 		if last {
 			return os.Truncate(seg.path, 0)
 		}

@@ -17,10 +17,10 @@ import (
 )
 
 // TestMain doubles as a stand-in for `ssh host flux relay PATH`: when
-// FLUXSTREAM_FAKE_SSH is set the test binary relays stdin/stdout to the
+// FXS_FAKE_SSH is set the test binary relays stdin/stdout to the
 // unix socket named by its last argument, as `flux relay` does.
 func TestMain(m *testing.M) {
-	if os.Getenv("FLUXSTREAM_FAKE_SSH") != "" {
+	if os.Getenv("FXS_FAKE_SSH") != "" {
 		os.Exit(fakeSSH(os.Args[1:]))
 	}
 	os.Exit(m.Run())
@@ -31,7 +31,7 @@ func fakeSSH(args []string) int {
 		os.Stderr.WriteString("fake ssh: want [-p port] host flux relay PATH\n")
 		return 2
 	}
-	os.WriteFile(os.Getenv("FLUXSTREAM_FAKE_SSH"), []byte(strings.Join(args, " ")), 0o600)
+	os.WriteFile(os.Getenv("FXS_FAKE_SSH"), []byte(strings.Join(args, " ")), 0o600)
 	c, err := net.Dial("unix", args[len(args)-1])
 	if err != nil {
 		os.Stderr.WriteString(err.Error() + "\n")
@@ -234,7 +234,7 @@ func TestSSH(t *testing.T) {
 	in.SeekTo(in.PosAfterResponses(fluxtest.ScenarioPurgeAfter))
 	self, _ := os.Executable()
 	argsFile := t.TempDir() + "/args"
-	t.Setenv("FLUXSTREAM_FAKE_SSH", argsFile)
+	t.Setenv("FXS_FAKE_SSH", argsFile)
 	t.Setenv("FLUX_SSH", self)
 	c, err := Dial(context.Background(), "ssh://flux@cluster-login"+b.Path, Options{})
 	if err != nil {

@@ -375,3 +375,35 @@ func applyUpdate(m map[string]any, ctx json.RawMessage, _ string) {
 		cur[parts[len(parts)-1]] = v
 	}
 }
+
+// PosAfterEvent returns the position just after the response that holds
+// the named event of job id (or -1).
+func (in *Instance) PosAfterEvent(id int64, name string) int {
+	for i, it := range in.items {
+		if it.Response != nil && it.Response.ID == id {
+			for _, e := range it.Response.Events {
+				if e.Name == name {
+					return i + 1
+				}
+			}
+		}
+	}
+	return -1
+}
+
+// Streams is the number of journal streams being served.
+func (b *Broker) Streams() int {
+	b.mu.Lock()
+	conns := make([]*conn, 0, len(b.conns))
+	for c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+	n := 0
+	for _, c := range conns {
+		c.mu.Lock()
+		n += len(c.streams)
+		c.mu.Unlock()
+	}
+	return n
+}
