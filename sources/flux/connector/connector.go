@@ -132,6 +132,16 @@ func Dial(ctx context.Context, uri string, opts Options) (*Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("connect to flux at %s: %w", uri, err)
 		}
+		if dl, ok := ctx.Deadline(); ok {
+			c.SetReadDeadline(dl)
+		} else {
+			c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+		}
+		if err := handshake(c); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("connect to flux at %s: %w", uri, err)
+		}
+		c.SetReadDeadline(time.Time{})
 		return newConn(c, nil, opts), nil
 	case "ssh":
 		return dialSSH(ctx, u, opts)
@@ -139,6 +149,28 @@ func Dial(ctx context.Context, uri string, opts Options) (*Conn, error) {
 		return nil, fmt.Errorf("flux uri %q: no scheme (want local:///path or ssh://host/path)", uri)
 	}
 	return nil, fmt.Errorf("flux uri %q: unsupported scheme %q (local, ssh)", uri, u.Scheme)
+}
+
+const handshakeTimeout = 30 * time.Second
+
+// ErrHandshake wraps a refusal at connect time.
+var ErrHandshake = errors.New("broker refused the connection")
+
+// handshake reads the byte the broker sends on accept (flux-core's usock):
+// 0 is welcome, anything else an errno (EPERM when the user is neither
+// the instance owner nor an allowed guest).
+func handshake(r io.Reader) error {
+	var b [1]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: closed before the handshake byte", ErrHandshake)
+		}
+		return fmt.Errorf("handshake: %w", err)
+	}
+	if b[0] != 0 {
+		return fmt.Errorf("%w: %w (%s)", ErrHandshake, syscall.Errno(b[0]), errnoName(syscall.Errno(b[0])))
+	}
+	return nil
 }
 
 // SSHArgs builds the command that reaches a remote broker the way
@@ -178,7 +210,12 @@ func dialSSH(ctx context.Context, u *url.URL, opts Options) (*Conn, error) {
 		return nil, err
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stderr = opts.Stderr
+	stderr := &tailBuffer{max: 4096}
+	if opts.Stderr != nil {
+		cmd.Stderr = io.MultiWriter(opts.Stderr, stderr)
+	} else {
+		cmd.Stderr = stderr
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -190,12 +227,49 @@ func dialSSH(ctx context.Context, u *url.URL, opts Options) (*Conn, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("connect to flux at %s: start %s: %w", u.Redacted(), args[0], err)
 	}
-	if ctx.Err() != nil {
+	hs := make(chan error, 1)
+	go func() { hs <- handshake(stdout) }()
+	var herr error
+	select {
+	case herr = <-hs:
+	case <-ctx.Done():
+		herr = ctx.Err()
+	case <-time.After(handshakeTimeout):
+		herr = errors.New("no handshake from `flux relay` in time")
+	}
+	if herr != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
-		return nil, ctx.Err()
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			herr = fmt.Errorf("%w; ssh said: %s", herr, msg)
+		}
+		return nil, fmt.Errorf("connect to flux at %s (%s): %w", u.Redacted(), strings.Join(args, " "), herr)
 	}
 	return newConn(pipeRWC{stdout, stdin}, cmd, opts), nil
+}
+
+// tailBuffer keeps the last max bytes written (the ssh process's stderr,
+// for error messages).
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = t.b[over:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
 }
 
 type pipeRWC struct {
@@ -451,7 +525,8 @@ func (c *Conn) Close() error {
 func DescribeError(uri string, err error) error {
 	var rpcErr *RPCError
 	switch {
-	case errors.As(err, &rpcErr) && rpcErr.Errnum == syscall.EPERM:
+	case errors.As(err, &rpcErr) && rpcErr.Errnum == syscall.EPERM,
+		errors.Is(err, ErrHandshake) && errors.Is(err, syscall.EPERM):
 		return fmt.Errorf("%w: fluxstream must run as the Flux instance owner (the 'flux' user on a system instance); the journal is owner-only", err)
 	case errors.Is(err, syscall.ENOENT) && strings.HasPrefix(uri, "local://"):
 		return fmt.Errorf("%w: no Flux broker socket there; is the instance running? (set FLUX_URI or the source's uri)", err)

@@ -162,12 +162,23 @@ func TestErrors(t *testing.T) {
 		t.Fatalf("unknown method: %v", err)
 	}
 
+	// A user who is not the owner is refused at connect time.
+	b.RejectConnections(syscall.EPERM)
+	_, err = Dial(ctx, b.URI(), Options{})
+	if err == nil || !errors.Is(err, ErrHandshake) || !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("rejected connect: %v", err)
+	}
+	if d := DescribeError(b.URI(), err).Error(); !strings.Contains(d, "broker refused the connection: operation not permitted (EPERM): fluxstream must run as the Flux instance owner") {
+		t.Fatalf("described = %s", d)
+	}
+	b.RejectConnections(0)
+
 	for uri, want := range map[string]string{
 		"local://" + t.TempDir() + "/none": "no Flux broker socket there",
-		"tcp://host:1":                      `unsupported scheme "tcp"`,
-		"/run/flux/local":                   "no scheme",
-		"local://host/run/flux/local":       "local URIs have no host",
-		"ssh://host":                        "want ssh://[user@]host[:port]/path/to/local",
+		"tcp://host:1":                     `unsupported scheme "tcp"`,
+		"/run/flux/local":                  "no scheme",
+		"local://host/run/flux/local":      "local URIs have no host",
+		"ssh://host":                       "want ssh://[user@]host[:port]/path/to/local",
 	} {
 		_, err := Dial(ctx, uri, Options{})
 		if err != nil {
@@ -250,5 +261,14 @@ func TestSSH(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
+	}
+
+	// The remote relay fails before its handshake byte: say what ssh said.
+	script := t.TempDir() + "/ssh"
+	os.WriteFile(script, []byte("#!/bin/sh\necho 'flux-relay: local:///run/flux/local: Operation not permitted' >&2\nexit 1\n"), 0o755)
+	t.Setenv("FLUX_SSH", script)
+	_, err = Dial(context.Background(), "ssh://cluster-login/run/flux/local", Options{})
+	if err == nil || !strings.Contains(err.Error(), "closed before the handshake byte; ssh said: flux-relay: local:///run/flux/local: Operation not permitted") {
+		t.Fatalf("failed relay: %v", err)
 	}
 }

@@ -29,6 +29,7 @@ type Broker struct {
 
 	mu         sync.Mutex
 	conns      map[*conn]struct{}
+	reject     syscall.Errno // handshake byte for new connections (0: accept)
 	refuse     *refusal
 	closeAfter int // drop a connection after this many journal responses (0: never)
 	requests   []Request
@@ -77,6 +78,19 @@ func (b *Broker) listen() error {
 			if err != nil {
 				return
 			}
+			// The handshake of flux-core's usock: one byte, 0 or an errno.
+			b.mu.Lock()
+			reject := b.reject
+			b.mu.Unlock()
+			if reject != 0 {
+				nc.Write([]byte{byte(reject)})
+				nc.Close()
+				continue
+			}
+			if _, err := nc.Write([]byte{0}); err != nil {
+				nc.Close()
+				continue
+			}
 			c := &conn{b: b, nc: nc, streams: map[uint32]chan struct{}{}}
 			b.mu.Lock()
 			b.conns[c] = struct{}{}
@@ -101,6 +115,14 @@ func (b *Broker) Refuse(errnum syscall.Errno, msg string) {
 		return
 	}
 	b.refuse = &refusal{errnum, msg}
+}
+
+// RejectConnections makes the handshake refuse new connections with errnum
+// (EPERM is what a user who is not the owner gets); 0 accepts again.
+func (b *Broker) RejectConnections(errnum syscall.Errno) {
+	b.mu.Lock()
+	b.reject = errnum
+	b.mu.Unlock()
 }
 
 // CloseAfter drops each connection after it was sent n journal responses
@@ -361,10 +383,8 @@ func (c *conn) stream(tag uint32, req journalRequest, stop chan struct{}) {
 		return true
 	}
 	for _, r := range in.Backlog(k, req.Full) {
+		// A job whose events are all filtered out still gets a response.
 		r.Events = filterEvents(r.Events, req)
-		if len(r.Events) == 0 {
-			continue
-		}
 		if !respond(mustJSON(r)) {
 			return
 		}

@@ -107,6 +107,10 @@ func dial(t *testing.T, b *Broker) *client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
+	var hs [1]byte
+	if _, err := nc.Read(hs[:]); err != nil || hs[0] != 0 {
+		t.Fatalf("handshake byte %v, %v", hs[0], err)
+	}
 	return &client{t: t, nc: nc, r: wire.NewReader(nc, 0)}
 }
 
