@@ -164,9 +164,9 @@ type diskBuffer struct {
 	unreleased      []*Record
 	unreleasedFirst uint64
 	closed          bool
-	lastWarn time.Time
-	stopSync chan struct{}
-	syncDone chan struct{}
+	lastWarn        time.Time
+	stopSync        chan struct{}
+	syncDone        chan struct{}
 }
 
 func openDiskBuffer(dir string, cfg BufferConfig, stats *SinkStats, log *slog.Logger) (*diskBuffer, error) {

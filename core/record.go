@@ -34,12 +34,15 @@ type Invalid struct {
 	Raw   string `json:"raw,omitempty"`   // the input as received
 }
 
-// Purge describes a purge record (Kind == KindPurge).
+// Purge describes a purge record (Kind == KindPurge): Flux forgot an
+// inactive job. It carries the job's identity only.
 type Purge struct {
+	ID    uint64 `json:"id"`    // job id
+	JobID string `json:"jobid"` // f58 form
 	// Reason is "purge-event" (Flux published job-purge-inactive) or
 	// "missing-from-backlog" (the job left Flux while we were away).
 	Reason string  `json:"reason"`
-	Time   float64 `json:"time,omitempty"` // when we learned of it (unix seconds)
+	Time   float64 `json:"time,omitempty"` // when it was learned (unix seconds)
 }
 
 // Encoded is a record already turned into bytes by an encoder transform
@@ -92,19 +95,23 @@ func EventID(jobID uint64, name string, timestamp float64) string {
 
 // JobID returns the numeric job id, 0 when the record has no job.
 func (r *Record) JobID() uint64 {
-	if r.Job == nil {
-		return 0
+	switch {
+	case r.Job != nil:
+		return r.Job.ID
+	case r.Purge != nil:
+		return r.Purge.ID
 	}
-	return r.Job.ID
+	return 0
 }
 
 // Key is the partitioning / upsert key of the record's job: the decimal job
 // id. All records of one job share it, so per-key order is per-job order.
+// Records without a job (invalid input) use their own id.
 func (r *Record) Key() string {
-	if r.Job == nil {
-		return r.ID
+	if id := r.JobID(); id != 0 {
+		return strconv.FormatUint(id, 10)
 	}
-	return strconv.FormatUint(r.Job.ID, 10)
+	return r.ID
 }
 
 // Time is the event's timestamp (unix seconds), or the purge time.
