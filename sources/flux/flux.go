@@ -1,0 +1,348 @@
+// Package flux is the `flux` source: it streams every job event of a Flux
+// instance through job-manager.events-journal, with the job's snapshot at
+// each event, plus a purge record per job-purge-inactive. It reconnects
+// with backoff, re-reads the full backlog (Flux has no resume cursor) and
+// emits only what was not emitted before.
+package flux
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/sources/flux/connector"
+	"github.com/fluxstream/fluxstream/sources/flux/journal"
+	"github.com/fluxstream/fluxstream/sources/flux/users"
+	"github.com/fluxstream/fluxstream/sources/flux/wire"
+)
+
+// Sample is the sample config.
+//
+//go:embed sample.yaml
+var Sample string
+
+// Register adds the flux source to r.
+func Register(r *core.Registry) {
+	r.RegisterSource("flux", "job events of a Flux instance (job-manager.events-journal), with job snapshots", New)
+}
+
+const (
+	journalTopic = "job-manager.events-journal"
+	cancelTopic  = "job-manager.events-journal-cancel"
+	purgeTopic   = "job-purge-inactive"
+)
+
+// Config is the source's config.
+type Config struct {
+	// URI of the broker: local:///path/to/local or ssh://[user@]host/path.
+	// Default: $FLUX_URI, else local:///run/flux/local.
+	URI     string `yaml:"uri"`
+	Cluster string `yaml:"cluster"`
+	// Full asks for the whole backlog (every job Flux holds) at each
+	// connect. Needed to recover after restarts; false streams only active
+	// jobs and new events.
+	Full bool `yaml:"full"`
+	// Allow and Deny filter events by name (Flux applies them).
+	Allow []string `yaml:"allow"`
+	Deny  []string `yaml:"deny"`
+	// PurgeEvents subscribes to job-purge-inactive (a purge record per job).
+	PurgeEvents bool            `yaml:"purge_events"`
+	Include     journal.Include `yaml:"include"`
+	UserLookup  string          `yaml:"user_lookup"` // getent | files | none
+	Reconnect   struct {
+		InitialBackoff time.Duration `yaml:"initial_backoff"`
+		MaxBackoff     time.Duration `yaml:"max_backoff"`
+	} `yaml:"reconnect"`
+	// MaxMessage bounds one message from the broker.
+	MaxMessage core.ByteSize `yaml:"max_message"`
+}
+
+// Validate checks the decoded config.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Reconnect.InitialBackoff <= 0 || c.Reconnect.MaxBackoff < c.Reconnect.InitialBackoff {
+		errs = append(errs, core.Fieldf("reconnect", "want 0 < initial_backoff <= max_backoff"))
+	}
+	switch c.UserLookup {
+	case users.ModeGetent, users.ModeFiles, users.ModeNone:
+	default:
+		errs = append(errs, core.Fieldf("user_lookup", "unknown mode %q (getent, files, none)", c.UserLookup))
+	}
+	if err := c.Include.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxMessage < 1<<20 {
+		errs = append(errs, core.Fieldf("max_message", "must be at least 1MiB"))
+	}
+	return errors.Join(errs...)
+}
+
+// Source streams one Flux instance.
+type Source struct {
+	cfg       Config
+	log       *slog.Logger
+	cons      *journal.Consumer
+	stopAfter bool // dry-run: stop at the end of the backlog
+	mu        sync.Mutex
+	status    Status
+}
+
+// Status is what the source reports about its connection (for metrics and
+// health checks).
+type Status struct {
+	Connected  bool
+	InBacklog  bool
+	Reconnects int
+	LastError  string
+}
+
+var (
+	_ core.Source      = (*Source)(nil)
+	_ core.Provisioner = (*Source)(nil)
+)
+
+// New decodes the node's config.
+func New(nc *core.NodeConfig) (core.Source, error) {
+	s := &Source{cfg: Config{Full: true, PurgeEvents: true, Include: journal.DefaultInclude(),
+		UserLookup: users.ModeGetent, MaxMessage: wire.DefaultMaxMessage}}
+	s.cfg.Reconnect.InitialBackoff = time.Second
+	s.cfg.Reconnect.MaxBackoff = 30 * time.Second
+	if err := nc.Decode(&s.cfg); err != nil {
+		return nil, err
+	}
+	if s.cfg.URI == "" {
+		s.cfg.URI = connector.URIFromEnv()
+	}
+	if s.cfg.Cluster == "" {
+		s.cfg.Cluster = nc.Global().Cluster
+	}
+	return s, nil
+}
+
+// URI is the broker the source connects to.
+func (s *Source) URI() string { return s.cfg.URI }
+
+// Provision sets up the journal consumer and its checkpoint.
+func (s *Source) Provision(_ context.Context, nc core.NodeContext) error {
+	s.log = nc.Logger
+	s.stopAfter = nc.DryRun
+	s.cons = journal.NewConsumer(journal.Options{
+		Source: nc.Name, Cluster: s.cfg.Cluster, Include: s.cfg.Include,
+		Users: users.New(s.cfg.UserLookup), Logger: nc.Logger,
+	}, nc.State)
+	return nil
+}
+
+// Close writes the checkpoint a last time.
+func (s *Source) Close() error {
+	if s.cons == nil {
+		return nil
+	}
+	return s.cons.Close()
+}
+
+// errFatal wraps errors that reconnecting cannot fix.
+type errFatal struct{ error }
+
+func (e errFatal) Unwrap() error { return e.error }
+
+// Run streams until ctx ends. It returns an error only for problems a
+// reconnect cannot fix (not the instance owner, a request Flux rejects).
+func (s *Source) Run(ctx context.Context, out core.Emitter) error {
+	backoff := s.cfg.Reconnect.InitialBackoff
+	for attempt := 0; ; attempt++ {
+		started := time.Now()
+		done, err := s.session(ctx, out)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if done {
+			return nil
+		}
+		var fatal errFatal
+		if errors.As(err, &fatal) {
+			return connector.DescribeError(s.cfg.URI, fatal.error)
+		}
+		s.setStatus(func(st *Status) {
+			st.Connected = false
+			st.Reconnects++
+			st.LastError = err.Error()
+		})
+		if time.Since(started) > time.Minute {
+			backoff = s.cfg.Reconnect.InitialBackoff
+		}
+		s.log.Warn("flux connection lost; reconnecting (the backlog is read again, only new events are emitted)",
+			"uri", s.cfg.URI, "error", connector.DescribeError(s.cfg.URI, err), "retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(2*backoff, s.cfg.Reconnect.MaxBackoff)
+	}
+}
+
+type journalRequest struct {
+	Full  bool           `json:"full"`
+	Allow map[string]int `json:"allow,omitempty"`
+	Deny  map[string]int `json:"deny,omitempty"`
+}
+
+func nameSet(names []string) map[string]int {
+	if len(names) == 0 {
+		return nil
+	}
+	m := make(map[string]int, len(names))
+	for _, n := range names {
+		m[n] = 1
+	}
+	return m
+}
+
+const maxBatch = 512
+
+// session runs one connection. done reports a deliberate end (dry-run
+// reached the end of the backlog).
+func (s *Source) session(ctx context.Context, out core.Emitter) (done bool, err error) {
+	conn, err := connector.Dial(ctx, s.cfg.URI, connector.Options{MaxMessage: int(s.cfg.MaxMessage)})
+	if err != nil {
+		if errors.Is(err, connector.ErrHandshake) && errors.Is(err, syscall.EPERM) {
+			return false, errFatal{err}
+		}
+		return false, err
+	}
+	defer conn.Close()
+	if s.cfg.PurgeEvents {
+		subCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := conn.Subscribe(subCtx, purgeTopic)
+		cancel()
+		if err != nil {
+			return false, fmt.Errorf("subscribe to %s: %w", purgeTopic, err)
+		}
+	}
+	req := journalRequest{Full: s.cfg.Full, Allow: nameSet(s.cfg.Allow), Deny: nameSet(s.cfg.Deny)}
+	call, err := conn.Request(journalTopic, req, true)
+	if err != nil {
+		return false, err
+	}
+	s.cons.StartStream(s.cfg.Full)
+	s.setStatus(func(st *Status) { st.Connected, st.InBacklog = true, true })
+	s.log.Info("connected; reading the journal backlog", "uri", s.cfg.URI, "full", s.cfg.Full)
+	backlogStart := time.Now()
+
+	var batch []*core.Record
+	emit := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		recs := batch
+		batch = nil
+		return out.Emit(ctx, recs, func() { s.cons.Taken(recs) })
+	}
+	// handle takes one message; it reports whether the backlog just ended.
+	handle := func(m wire.Message) (bool, error) {
+		if m.Type == wire.Event {
+			if m.Topic == purgeTopic {
+				batch = append(batch, s.cons.Purge(m.JSON(), fmt.Sprintf("event %s seq %d", m.Topic, m.Seq()))...)
+			}
+			return false, nil
+		}
+		if err := connector.ResponseError(&m); err != nil {
+			if errors.Is(err, syscall.ENODATA) {
+				return false, fmt.Errorf("journal stream ended by the broker (job-manager unloaded or instance shutting down): %w", err)
+			}
+			if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EPROTO) || errors.Is(err, syscall.EINVAL) {
+				return false, errFatal{err}
+			}
+			return false, err
+		}
+		wasBacklog := s.cons.InBacklog()
+		batch = append(batch, s.cons.Response(m.JSON(), "")...)
+		return wasBacklog && !s.cons.InBacklog(), nil
+	}
+
+	for {
+		var m wire.Message
+		var ok bool
+		select {
+		case m, ok = <-call.C:
+			if !ok {
+				return false, fmt.Errorf("connection lost: %w", conn.Err())
+			}
+		case m = <-conn.Events():
+		case <-ctx.Done():
+			s.cancel(conn, call)
+			return false, ctx.Err()
+		}
+		ended, err := handle(m)
+		// Take whatever else is already waiting, up to a batch.
+	drain:
+		for err == nil && !ended && len(batch) < maxBatch {
+			select {
+			case m, ok = <-call.C:
+				if !ok {
+					err = fmt.Errorf("connection lost: %w", conn.Err())
+					break drain
+				}
+				ended, err = handle(m)
+			case m = <-conn.Events():
+				ended, err = handle(m)
+			default:
+				break drain
+			}
+		}
+		if eerr := emit(); eerr != nil {
+			s.cancel(conn, call)
+			return false, eerr
+		}
+		if err != nil {
+			return false, err
+		}
+		if ended {
+			s.setStatus(func(st *Status) { st.InBacklog = false })
+			s.log.Info("backlog read; following live events", "took", time.Since(backlogStart).Round(time.Millisecond), "active_jobs", s.cons.ActiveJobs())
+			if s.stopAfter {
+				s.cancel(conn, call)
+				return true, nil
+			}
+		}
+	}
+}
+
+// cancel ends the journal stream politely: events-journal-cancel, then a
+// short wait for the broker's ENODATA, so the job-manager drops its state.
+func (s *Source) cancel(conn *connector.Conn, call *connector.Call) {
+	if err := conn.Notify(cancelTopic, map[string]uint32{"matchtag": call.Matchtag}); err != nil {
+		return
+	}
+	timeout := time.After(time.Second)
+	for {
+		select {
+		case m, ok := <-call.C:
+			if !ok || m.Errnum() != 0 {
+				return
+			}
+		case <-timeout:
+			return
+		}
+	}
+}
+
+// Status reports the connection state.
+func (s *Source) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+func (s *Source) setStatus(fn func(*Status)) {
+	s.mu.Lock()
+	fn(&s.status)
+	s.mu.Unlock()
+}

@@ -1,0 +1,431 @@
+// Package journal turns the responses of Flux's job-manager.events-journal
+// stream into fluxstream records: one record per event with the job's
+// snapshot at that event, purge records, and invalid records for input
+// that does not decode. The Flux source and the replay source both use it,
+// so they yield exactly the same records for the same journal.
+package journal
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/sources/flux/jobstate"
+	"github.com/fluxstream/fluxstream/sources/flux/users"
+)
+
+// Include policies for raw job data on records.
+const (
+	IncludeNever    = "never"
+	IncludeOnChange = "on-change" // on the first record of a job, and when it changed
+	IncludeAlways   = "always"
+)
+
+// Include selects which raw job data records carry.
+type Include struct {
+	Jobspec  string `yaml:"jobspec"`  // never | on-change | always
+	R        string `yaml:"R"`        // never | on-change | always
+	Eventlog string `yaml:"eventlog"` // never | always (the events so far)
+}
+
+// DefaultInclude attaches jobspec and R when they change, and no eventlog.
+func DefaultInclude() Include {
+	return Include{Jobspec: IncludeOnChange, R: IncludeOnChange, Eventlog: IncludeNever}
+}
+
+// Validate checks the policies.
+func (in Include) Validate() error {
+	for key, v := range map[string]string{"include.jobspec": in.Jobspec, "include.R": in.R} {
+		switch v {
+		case IncludeNever, IncludeOnChange, IncludeAlways:
+		default:
+			return core.Fieldf(key, "unknown policy %q (never, on-change, always)", v)
+		}
+	}
+	switch in.Eventlog {
+	case IncludeNever, IncludeAlways:
+	default:
+		return core.Fieldf("include.eventlog", "unknown policy %q (never, always)", in.Eventlog)
+	}
+	return nil
+}
+
+// Options configure a Consumer.
+type Options struct {
+	Source  string // node name, stamped on records
+	Cluster string
+	Include Include
+	Users   *users.Resolver // nil: no user names
+	Logger  *slog.Logger
+	Now     func() time.Time
+	// FlushInterval is how often the checkpoint is written (0: 50ms).
+	FlushInterval time.Duration
+	// JournalClock dates purge records with the newest event time seen
+	// instead of the wall clock (replays).
+	JournalClock bool
+	// KeepGone remembers purged and invalidated jobs, so that replaying a
+	// recording again emits nothing twice. A Flux instance never sends a
+	// purged job again, so the flux source lets them go.
+	KeepGone bool
+}
+
+// Consumer reduces one journal stream at a time. Its methods are called
+// from one goroutine (the source's), except Taken, which the pipeline
+// calls when records are acknowledged.
+type Consumer struct {
+	opts Options
+	ck   *Checkpoint
+	jobs map[uint64]*job // active jobs
+
+	full      bool
+	inBacklog bool
+	backlog   map[uint64]struct{} // jobs seen in the current backlog
+	responses int                 // in the current stream, for messages
+	lastTS    float64             // newest event timestamp seen
+
+	stopFlush chan struct{}
+	flushDone chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type job struct {
+	id          uint64
+	state       *jobstate.State
+	eventlog    []core.Event
+	sentJobspec bool // on-change: the current jobspec is on some record
+	sentR       bool
+}
+
+// NewConsumer returns a consumer whose checkpoint lives in kv.
+func NewConsumer(opts Options, kv core.KV) *Consumer {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Include == (Include{}) {
+		opts.Include = DefaultInclude()
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = 50 * time.Millisecond
+	}
+	c := &Consumer{opts: opts, ck: NewCheckpoint(kv, opts.KeepGone), jobs: map[uint64]*job{},
+		stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
+	go c.flushLoop()
+	return c
+}
+
+func (c *Consumer) flushLoop() {
+	defer close(c.flushDone)
+	t := time.NewTicker(c.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stopFlush:
+			return
+		case <-t.C:
+			if err := c.ck.Flush(); err != nil {
+				c.opts.Logger.Error("checkpoint write failed; will retry", "error", err)
+			}
+		}
+	}
+}
+
+// Close stops the periodic checkpoint writes and writes it a last time.
+func (c *Consumer) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.stopFlush)
+		<-c.flushDone
+		c.closeErr = c.ck.Flush()
+	})
+	return c.closeErr
+}
+
+// Checkpoint exposes the consumer's checkpoint (to flush it).
+func (c *Consumer) Checkpoint() *Checkpoint { return c.ck }
+
+// StartStream begins a new journal stream. full says it was requested with
+// full:true: its backlog then lists every job Flux still has, so jobs we
+// know of that are missing from it were purged meanwhile.
+func (c *Consumer) StartStream(full bool) {
+	c.full = full
+	c.inBacklog = true
+	c.backlog = map[uint64]struct{}{}
+	c.responses = 0
+}
+
+// InBacklog reports whether the stream is still before its sentinel.
+func (c *Consumer) InBacklog() bool { return c.inBacklog }
+
+// Response handles one response payload (without NUL) and returns the
+// records it yields. where names the input for error messages (e.g.
+// "journal.jsonl:12"); "" uses the response number in the stream.
+func (c *Consumer) Response(payload []byte, where string) []*core.Record {
+	c.responses++
+	if where == "" {
+		where = "journal response " + strconv.Itoa(c.responses)
+	}
+	resp, err := jobstate.ParseResponse(payload)
+	if err != nil {
+		c.opts.Logger.Error("journal response does not decode; passed on as an invalid record", "where", where, "error", err)
+		return []*core.Record{c.invalid(where, err, payload)}
+	}
+	if resp.IsSentinel() {
+		return c.endOfBacklog()
+	}
+	id := uint64(resp.ID)
+	if c.inBacklog {
+		c.backlog[id] = struct{}{}
+		return c.backlogJob(id, resp, where)
+	}
+	return c.liveEvents(id, resp, where)
+}
+
+// backlogJob handles a job's whole eventlog from the backlog: rebuild its
+// state from scratch and emit the events not emitted before.
+func (c *Consumer) backlogJob(id uint64, resp jobstate.Response, where string) []*core.Record {
+	if done, err := c.ck.Done(id); err != nil {
+		c.opts.Logger.Error("checkpoint lookup failed; emitting the job again", "job", id, "error", err)
+	} else if done {
+		delete(c.jobs, id)
+		return nil
+	}
+	j := &job{id: id, state: jobstate.New(id)}
+	c.jobs[id] = j
+	recs := c.apply(j, resp, where)
+	if c.isInactive(j) {
+		delete(c.jobs, id)
+		c.ck.Release(id)
+	}
+	return recs
+}
+
+// liveEvents handles events of one job after the backlog.
+func (c *Consumer) liveEvents(id uint64, resp jobstate.Response, where string) []*core.Record {
+	j := c.jobs[id]
+	if j == nil {
+		j = &job{id: id, state: jobstate.New(id)}
+		c.jobs[id] = j
+	}
+	recs := c.apply(j, resp, where)
+	if c.isInactive(j) {
+		delete(c.jobs, id)
+	}
+	return recs
+}
+
+func (c *Consumer) isInactive(j *job) bool {
+	s := j.state.Snapshot()
+	return s.State == "INACTIVE" || j.state.Invalidated()
+}
+
+// apply feeds a response's events to the job's state, emitting a record for
+// each event not emitted before. The response's jobspec is known from its
+// first event on, its R from the alloc event on (a backlog carries both up
+// front, with the whole eventlog; snapshots before alloc must not show R).
+func (c *Consumer) apply(j *job, resp jobstate.Response, where string) []*core.Record {
+	var recs []*core.Record
+	if len(resp.Jobspec) > 0 {
+		if err := j.state.SetJobspec(resp.Jobspec); err != nil {
+			c.opts.Logger.Warn("bad jobspec in journal", "where", where, "job", j.id, "error", err)
+		}
+		j.sentJobspec = false
+	}
+	rPending := len(resp.R) > 0
+	setR := func() {
+		if err := j.state.SetR(resp.R); err != nil {
+			c.opts.Logger.Warn("bad R in journal", "where", where, "job", j.id, "error", err)
+		}
+		j.sentR = false
+		rPending = false
+	}
+	hasAlloc := false
+	for _, ev := range resp.Events {
+		if ev.Name == "alloc" {
+			hasAlloc = true
+		}
+	}
+	if rPending && !hasAlloc {
+		setR() // R without alloc in the same response: an update, known now
+	}
+	for i, ev := range resp.Events {
+		if rPending && ev.Name == "alloc" {
+			setR()
+		}
+		c.lastTS = max(c.lastTS, ev.Timestamp)
+		if err := j.state.Apply(ev); err != nil {
+			c.opts.Logger.Warn("journal event context does not decode; event kept, job state may lack it",
+				"where", where, "job", j.id, "event", ev.Name, "index", i, "error", err)
+		}
+		cev := core.Event{Timestamp: ev.Timestamp, Name: ev.Name, Context: ev.Context}
+		if c.opts.Include.Eventlog == IncludeAlways {
+			j.eventlog = append(j.eventlog, cev)
+		}
+		key := eventKey{ev.Name, ev.Timestamp}
+		seen, err := c.ck.Seen(j.id, key)
+		if err != nil {
+			c.opts.Logger.Error("checkpoint lookup failed; emitting the event (a duplicate at worst)", "job", j.id, "error", err)
+		}
+		if seen {
+			continue
+		}
+		c.ck.Emitted(j.id, key)
+		recs = append(recs, c.eventRecord(j, cev))
+	}
+	return recs
+}
+
+func (c *Consumer) eventRecord(j *job, ev core.Event) *core.Record {
+	snap := j.state.Snapshot()
+	if c.opts.Users != nil {
+		snap.Username = c.opts.Users.Name(snap.UserID)
+	}
+	r := &core.Record{
+		Kind:    core.KindEvent,
+		ID:      core.EventID(j.id, ev.Name, ev.Timestamp),
+		Cluster: c.opts.Cluster,
+		Source:  c.opts.Source,
+		Event:   &ev,
+		Job:     &snap,
+	}
+	switch c.opts.Include.Jobspec {
+	case IncludeAlways:
+		r.Jobspec = j.state.Jobspec()
+	case IncludeOnChange:
+		if !j.sentJobspec {
+			r.Jobspec = j.state.Jobspec()
+			j.sentJobspec = r.Jobspec != nil
+		}
+	}
+	switch c.opts.Include.R {
+	case IncludeAlways:
+		r.R = j.state.R()
+	case IncludeOnChange:
+		if !j.sentR {
+			r.R = j.state.R()
+			j.sentR = r.R != nil
+		}
+	}
+	if c.opts.Include.Eventlog == IncludeAlways {
+		r.Eventlog = j.eventlog[:len(j.eventlog):len(j.eventlog)]
+	}
+	return r
+}
+
+// endOfBacklog: with full:true, every job Flux still has was in the
+// backlog; jobs we knew that were not have been purged while we were not
+// listening.
+func (c *Consumer) endOfBacklog() []*core.Record {
+	c.inBacklog = false
+	if !c.full {
+		c.backlog = nil
+		return nil
+	}
+	var recs []*core.Record
+	var missing []uint64
+	err := c.ck.Jobs(func(id uint64) {
+		if _, ok := c.backlog[id]; !ok {
+			missing = append(missing, id)
+		}
+	})
+	if err != nil {
+		c.opts.Logger.Error("checkpoint scan failed; purged jobs are not detected this time", "error", err)
+	}
+	for id := range c.jobs {
+		if _, ok := c.backlog[id]; !ok {
+			delete(c.jobs, id)
+		}
+	}
+	for _, id := range missing {
+		recs = append(recs, c.purgeRecord(id, "missing-from-backlog"))
+	}
+	c.backlog = nil
+	return recs
+}
+
+// Purge handles the payload of a job-purge-inactive event.
+func (c *Consumer) Purge(payload []byte, where string) []*core.Record {
+	var ev struct {
+		Jobs []json.Number `json:"jobs"`
+	}
+	if err := json.Unmarshal(payload, &ev); err != nil || ev.Jobs == nil {
+		if err == nil {
+			err = fmt.Errorf(`no "jobs" array`)
+		}
+		err = fmt.Errorf("job-purge-inactive event: %w", err)
+		c.opts.Logger.Error("purge event does not decode; passed on as an invalid record", "where", where, "error", err)
+		return []*core.Record{c.invalid(where, err, payload)}
+	}
+	recs := make([]*core.Record, 0, len(ev.Jobs))
+	for _, n := range ev.Jobs {
+		id, err := strconv.ParseUint(n.String(), 10, 64)
+		if err != nil {
+			recs = append(recs, c.invalid(where, fmt.Errorf("job-purge-inactive event: bad job id %s", n), payload))
+			continue
+		}
+		delete(c.jobs, id)
+		if c.ck.Gone(id) {
+			continue // a replayed recording: this purge was delivered before
+		}
+		recs = append(recs, c.purgeRecord(id, "purge-event"))
+	}
+	return recs
+}
+
+func (c *Consumer) purgeRecord(id uint64, reason string) *core.Record {
+	return &core.Record{
+		Kind:    core.KindPurge,
+		ID:      strconv.FormatUint(id, 10) + ":purge",
+		Cluster: c.opts.Cluster,
+		Source:  c.opts.Source,
+		Purge:   &core.Purge{ID: id, JobID: jobstate.F58(id), Reason: reason, Time: c.now()},
+	}
+}
+
+// now is the wall clock, or for replays the newest event time seen, so a
+// replay yields the same records every time.
+func (c *Consumer) now() float64 {
+	if c.opts.JournalClock && c.lastTS > 0 {
+		return c.lastTS
+	}
+	return float64(c.opts.Now().UnixNano()) / 1e9
+}
+
+func (c *Consumer) invalid(where string, err error, raw []byte) *core.Record {
+	sum := sha256.Sum256(raw)
+	return &core.Record{
+		Kind:    core.KindInvalid,
+		ID:      "invalid:" + hex.EncodeToString(sum[:12]),
+		Cluster: c.opts.Cluster,
+		Source:  c.opts.Source,
+		Invalid: &core.Invalid{Error: err.Error(), Where: where, Raw: string(raw)},
+	}
+}
+
+// Taken is called when the pipeline acknowledges records: every sink has
+// them durably. It updates the checkpoint (flushed by Flush).
+func (c *Consumer) Taken(recs []*core.Record) {
+	for _, r := range recs {
+		switch r.Kind {
+		case core.KindEvent:
+			final := r.Event.Name == "clean"
+			c.ck.Taken(r.Job.ID, eventKey{r.Event.Name, r.Event.Timestamp}, final)
+			if r.Event.Name == "invalidate" {
+				c.ck.Forget(r.Job.ID)
+			}
+		case core.KindPurge:
+			c.ck.Forget(r.Purge.ID)
+		}
+	}
+}
+
+// ActiveJobs is the number of jobs held in memory.
+func (c *Consumer) ActiveJobs() int { return len(c.jobs) }

@@ -1,0 +1,294 @@
+// Package replay is the `replay` source: it reads recorded
+// job-manager.events-journal streams (JSON lines, plain or gzip) and yields
+// exactly the records the flux source would yield for the same stream,
+// as fast as possible or at the recorded pace.
+//
+// Each line is one response payload of the journal RPC, or a broker event
+// {"topic":"job-purge-inactive","payload":{"jobs":[...]}}. Each file is
+// one stream (a restart in between), so a list of files replays a
+// consumer that reconnects.
+package replay
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/sources/flux/journal"
+	"github.com/fluxstream/fluxstream/sources/flux/users"
+)
+
+//go:embed embedded/scenario.jsonl
+var embedded embed.FS
+
+// EmbeddedScenario names the journal shipped in the binary.
+const EmbeddedScenario = "embedded:scenario"
+
+// Register adds the replay source to r.
+func Register(r *core.Registry) {
+	r.RegisterSource("replay", "recorded journal streams (JSONL, .gz), as fast as possible or at the recorded pace", New)
+}
+
+// Config is the source's config.
+type Config struct {
+	// Path is one recorded stream, or a list (each one a new stream, as
+	// after a reconnect). "embedded:scenario" is the journal shipped in
+	// the binary.
+	Path []string `yaml:"path"`
+	// Pace is "max" (as fast as the pipeline takes it) or "recorded" (the
+	// original timing of the live part, divided by Speed).
+	Pace  string  `yaml:"pace"`
+	Speed float64 `yaml:"speed"`
+	// Full says each stream's backlog lists every job the instance held
+	// when it was recorded (full:true, recorded in order), so jobs known
+	// from an earlier stream but missing from a later backlog were purged
+	// in between. Off by default: a recording played twice is not a later
+	// state of the instance.
+	Full       bool            `yaml:"full"`
+	Cluster    string          `yaml:"cluster"`
+	Include    journal.Include `yaml:"include"`
+	UserLookup string          `yaml:"user_lookup"` // getent | files | none
+	// Checkpoint skips events already delivered by an earlier run.
+	Checkpoint bool `yaml:"checkpoint"`
+}
+
+// Validate checks the decoded config.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Path) == 0 {
+		errs = append(errs, core.Fieldf("path", "must name a recorded journal (or %s)", EmbeddedScenario))
+	}
+	switch c.Pace {
+	case "max", "recorded":
+	default:
+		errs = append(errs, core.Fieldf("pace", "unknown pace %q (max, recorded)", c.Pace))
+	}
+	if c.Speed <= 0 || math.IsInf(c.Speed, 0) || math.IsNaN(c.Speed) {
+		errs = append(errs, core.Fieldf("speed", "must be a positive number"))
+	}
+	switch c.UserLookup {
+	case users.ModeGetent, users.ModeFiles, users.ModeNone:
+	default:
+		errs = append(errs, core.Fieldf("user_lookup", "unknown mode %q (getent, files, none)", c.UserLookup))
+	}
+	if err := c.Include.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Source replays journals.
+type Source struct {
+	cfg  Config
+	name string
+	log  *slog.Logger
+	cons *journal.Consumer
+
+	sleep func(ctx context.Context, d time.Duration) error
+}
+
+var (
+	_ core.Source      = (*Source)(nil)
+	_ core.Provisioner = (*Source)(nil)
+	_ io.Closer        = (*Source)(nil)
+)
+
+// New decodes the node's config.
+func New(nc *core.NodeConfig) (core.Source, error) {
+	s := &Source{cfg: Config{Pace: "max", Speed: 1, Include: journal.DefaultInclude(),
+		UserLookup: users.ModeGetent, Checkpoint: true}, name: nc.Name, sleep: sleepCtx}
+	if err := nc.Decode(&s.cfg); err != nil {
+		return nil, err
+	}
+	if s.cfg.Cluster == "" {
+		s.cfg.Cluster = nc.Global().Cluster
+	}
+	return s, nil
+}
+
+// Provision sets up the consumer and its checkpoint.
+func (s *Source) Provision(_ context.Context, nc core.NodeContext) error {
+	s.log = nc.Logger
+	kv := nc.State
+	if !s.cfg.Checkpoint || kv == nil {
+		kv = core.NewMemKV()
+	}
+	s.cons = journal.NewConsumer(journal.Options{
+		Source: nc.Name, Cluster: s.cfg.Cluster, Include: s.cfg.Include,
+		Users: users.New(s.cfg.UserLookup), Logger: nc.Logger, KeepGone: true, JournalClock: true,
+	}, kv)
+	return nil
+}
+
+// Close writes the checkpoint one last time.
+func (s *Source) Close() error {
+	if s.cons == nil {
+		return nil
+	}
+	return s.cons.Close()
+}
+
+const maxBatch = 512
+
+// Run replays every stream in order.
+func (s *Source) Run(ctx context.Context, out core.Emitter) error {
+	for _, path := range s.cfg.Path {
+		if err := s.replay(ctx, path, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Source) replay(ctx context.Context, path string, out core.Emitter) error {
+	rc, err := Open(path)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	s.cons.StartStream(s.cfg.Full)
+	sc := bufio.NewScanner(rc)
+	sc.Buffer(make([]byte, 0, 1<<20), 256<<20)
+	var batch []*core.Record
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		recs := batch
+		batch = nil
+		return out.Emit(ctx, recs, func() { s.cons.Taken(recs) })
+	}
+	var start time.Time
+	var base float64
+	lineNo := 0
+	for sc.Scan() {
+		lineNo++
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		where := fmt.Sprintf("%s:%d", path, lineNo)
+		var recs []*core.Record
+		var ts float64
+		if topic, payload, ok := brokerEvent(line); ok {
+			if topic != "job-purge-inactive" {
+				continue
+			}
+			recs = s.cons.Purge(payload, where)
+		} else {
+			// The consumer copies what it keeps; the scanner reuses line.
+			recs = s.cons.Response(bytes.Clone(line), where)
+			ts = lastTimestamp(recs)
+		}
+		if s.cfg.Pace == "recorded" && !s.cons.InBacklog() && ts > 0 {
+			if start.IsZero() {
+				start, base = time.Now(), ts
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			due := start.Add(time.Duration((ts - base) / s.cfg.Speed * float64(time.Second)))
+			if err := s.sleep(ctx, time.Until(due)); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, recs...)
+		if len(batch) >= maxBatch || s.cfg.Pace == "recorded" && !s.cons.InBacklog() {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s after line %d: %w", path, lineNo, err)
+	}
+	return flush()
+}
+
+func lastTimestamp(recs []*core.Record) float64 {
+	ts := 0.0
+	for _, r := range recs {
+		if r.Event != nil && r.Event.Timestamp > ts {
+			ts = r.Event.Timestamp
+		}
+	}
+	return ts
+}
+
+// brokerEvent recognises an event line {"topic":...,"payload":{...}}.
+func brokerEvent(line []byte) (string, []byte, bool) {
+	if bytes.HasPrefix(line, []byte(`{"id"`)) || !bytes.Contains(line, []byte(`"topic"`)) {
+		return "", nil, false
+	}
+	var ev struct {
+		Topic   string          `json:"topic"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	if err := json.Unmarshal(line, &ev); err != nil || ev.Topic == "" {
+		return "", nil, false
+	}
+	return ev.Topic, ev.Payload, true
+}
+
+// Open opens a recorded journal: a path (gzip is detected by its magic
+// bytes, not its name) or the embedded scenario.
+func Open(path string) (io.ReadCloser, error) {
+	var rc io.ReadCloser
+	if name, ok := strings.CutPrefix(path, "embedded:"); ok {
+		f, err := embedded.Open("embedded/" + name + ".jsonl")
+		if err != nil {
+			return nil, fmt.Errorf("no embedded journal %q (have: scenario)", name)
+		}
+		rc = f
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("open journal: %w", err)
+		}
+		rc = f
+	}
+	br := bufio.NewReaderSize(rc, 256<<10)
+	magic, _ := br.Peek(2)
+	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			rc.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return readCloser{zr, rc}, nil
+	}
+	return readCloser{br, rc}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	c io.Closer
+}
+
+func (r readCloser) Close() error { return r.c.Close() }
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
