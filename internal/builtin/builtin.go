@@ -1,0 +1,21 @@
+// Package builtin wires every component shipped with fluxstream into a
+// registry.
+package builtin
+
+import (
+	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/sinks/file"
+	"github.com/fluxstream/fluxstream/sinks/stdout"
+	"github.com/fluxstream/fluxstream/sources/flux"
+	"github.com/fluxstream/fluxstream/sources/replay"
+)
+
+// Registry returns a registry with every built-in component.
+func Registry() *core.Registry {
+	r := core.NewRegistry()
+	flux.Register(r)
+	replay.Register(r)
+	file.Register(r)
+	stdout.Register(r)
+	return r
+}
