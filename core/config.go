@@ -161,13 +161,24 @@ func (nc *NodeConfig) Decode(v any) error {
 		}
 		errs = append(errs, nc.Errorf(key, "%s", msg))
 	}
-	if len(errs) > 0 {
-		return errs
-	}
+	// Validate too, so that every problem shows at once, but keep only
+	// what it says about keys that decoded cleanly.
 	if val, ok := v.(Validator); ok {
 		if err := val.Validate(); err != nil {
-			return nc.fieldErrors(err)
+			bad := map[string]bool{}
+			for _, e := range errs {
+				bad[e.Path] = true
+			}
+			ves, _ := AsConfigErrors(nc.fieldErrors(err))
+			for _, e := range ves {
+				if !bad[e.Path] {
+					errs = append(errs, e)
+				}
+			}
 		}
+	}
+	if len(errs) > 0 {
+		return errs.sorted()
 	}
 	return nil
 }

@@ -166,7 +166,12 @@ func TestDownThenUp(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	nc, _ := core.ParseNodeConfig(core.KindSink, "out", []byte("format: xml\ncompression: zip\nfsync: sometimes\npath: ''\nrotat: {}\n"))
 	_, err := New(nc)
-	if err == nil || err.Error() != `out.yaml:5: sinks.out.rotat: unknown key (did you mean "rotate"?)` {
+	want := `out.yaml:1: sinks.out.format: unknown format "xml" (json, avro)
+out.yaml:2: sinks.out.compression: unknown compression "zip" (none, gzip)
+out.yaml:3: sinks.out.fsync: unknown policy "sometimes" (batch, interval, never)
+out.yaml:4: sinks.out.path: must be set
+out.yaml:5: sinks.out.rotat: unknown key (did you mean "rotate"?)`
+	if err == nil || err.Error() != want {
 		t.Fatalf("err = %v", err)
 	}
 	nc, _ = core.ParseNodeConfig(core.KindSink, "out", []byte("format: xml\ncompression: zip\nfsync: sometimes\n"))

@@ -48,7 +48,10 @@ type Sink struct {
 	mu  sync.Mutex
 }
 
-var _ core.Sink = (*Sink)(nil)
+var (
+	_ core.Sink      = (*Sink)(nil)
+	_ core.DryRunner = (*Sink)(nil)
+)
 
 // New decodes the node's config.
 func New(nc *core.NodeConfig) (core.Sink, error) {
@@ -102,6 +105,9 @@ func Text(r *core.Record) string {
 	line += " state=" + j.State
 	if j.Result != "" {
 		line += " result=" + j.Result
+		if j.ReturnCode != nil {
+			line += " rc=" + strconv.Itoa(*j.ReturnCode)
+		}
 	}
 	user := j.Username
 	if user == "" {
@@ -122,4 +128,12 @@ func jobid(r *core.Record) string {
 		return r.Job.JobID
 	}
 	return strconv.FormatUint(r.Job.ID, 10)
+}
+
+// DryRun prints what Write would print.
+func (s *Sink) DryRun(_ context.Context, batch []*core.Record, w io.Writer) error {
+	saved := s.Out
+	s.Out = w
+	defer func() { s.Out = saved }()
+	return s.Write(context.Background(), batch)
 }

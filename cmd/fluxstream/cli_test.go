@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+		for i := range min(len(gl), len(wl)) {
+			if gl[i] != wl[i] {
+				t.Fatalf("%s differs at line %d:\n got %s\nwant %s\n(go test -update rewrites it)", name, i+1, gl[i], wl[i])
+			}
+		}
+		t.Fatalf("%s: %d lines, want %d (go test -update rewrites it)", name, len(gl), len(wl))
+	}
+}
+
+const goodConfig = `
+data_dir: %DIR%/state
+cluster: demo
+sources:
+  journal:
+    type: replay
+    path: embedded:scenario
+    user_lookup: none
+transforms: {}
+sinks:
+  archive:
+    type: file
+    inputs: [journal]
+    path: %DIR%/out/events.jsonl
+  console:
+    type: stdout
+    inputs: [journal]
+    format: text
+`
+
+func config(t *testing.T, text string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	return writeFile(t, dir, "fluxstream.yaml", strings.ReplaceAll(text, "%DIR%", dir)), dir
+}
+
+func TestValidate(t *testing.T) {
+	path, _ := config(t, goodConfig)
+	code, out, errOut := runCLI(t, "validate", "-c", path)
+	if code != 0 || out != path+": ok (1 sources, 0 transforms, 2 sinks)\n" {
+		t.Fatalf("validate = %d %q %q", code, out, errOut)
+	}
+
+	bad, dir := config(t, `
+sources:
+  journal:
+    type: replay
+    path: embedded:scenario
+    speed: fast
+sinks:
+  archive:
+    type: file
+    inputs: [jornal]
+    pth: /tmp/x
+`)
+	code, out, errOut = runCLI(t, "validate", "-c", bad)
+	want := bad + `: invalid config:
+` + bad + `:2: sources.journal: nothing reads this source: add "journal" to the inputs of a transform or sink
+` + bad + `:5: sources.journal.speed: cannot use "fast" as float64: strconv.ParseFloat: invalid syntax
+` + bad + `:7: sinks.archive.path: must be set
+` + bad + `:9: sinks.archive.inputs: unknown input "jornal" (did you mean "journal"?)
+` + bad + `:10: sinks.archive.pth: unknown key (did you mean "path"?)
+`
+	if code != exitConfig || out != "" || errOut != want {
+		t.Fatalf("validate = %d\n%s\nwant\n%s", code, errOut, want)
+	}
+	// run refuses the same config and starts nothing.
+	code, _, _ = runCLI(t, "run", "-c", bad, "--data-dir", filepath.Join(dir, "state"))
+	if code != exitConfig {
+		t.Fatalf("run exit %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state")); !os.IsNotExist(err) {
+		t.Fatal("run with a bad config created its data dir")
+	}
+
+	broken, _ := config(t, "sources:\n  a: {type: replay\n")
+	code, _, errOut = runCLI(t, "validate", "-c", broken)
+	if code != exitConfig || !strings.HasPrefix(errOut, broken+":1: invalid YAML:") {
+		t.Fatalf("broken YAML: %d %q", code, errOut)
+	}
+	code, _, errOut = runCLI(t, "validate", "-c", "/nonexistent.yaml")
+	if code != exitConfig || !strings.Contains(errOut, "read config: open /nonexistent.yaml") {
+		t.Fatalf("missing file: %d %q", code, errOut)
+	}
+	code, _, errOut = runCLI(t, "validate")
+	if code != exitConfig || !strings.Contains(errOut, "no config: pass -c FILE") {
+		t.Fatalf("no config: %d %q", code, errOut)
+	}
+}
+
+func TestGraph(t *testing.T) {
+	path, _ := config(t, goodConfig)
+	for _, format := range []string{"dot", "mermaid"} {
+		code, out, errOut := runCLI(t, "graph", "-c", path, "--format", format)
+		if code != 0 {
+			t.Fatalf("graph %s: %d %s", format, code, errOut)
+		}
+		golden(t, "graph."+format, out)
+	}
+	if code, _, _ := runCLI(t, "graph", "-c", path, "--format", "png"); code != exitConfig {
+		t.Fatalf("unknown format exit %d", code)
+	}
+}
+
+// dry-run prints, labelled by sink, what every sink would receive; nothing
+// is written. The scenario through the text console, and a small journal
+// through both sinks (the full JSON records).
+func TestDryRunGolden(t *testing.T) {
+	for _, tc := range []struct {
+		golden, journal string
+		lines           int
+	}{
+		{"dry-run-scenario.golden", "embedded:scenario", 2 * 381},
+		{"dry-run-active-only.golden", "../../testdata/flux/journal-active-only-not-full.jsonl", 2 * 20},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			journal, _ := filepath.Abs(tc.journal)
+			if strings.HasPrefix(tc.journal, "embedded:") {
+				journal = tc.journal
+			}
+			path, dir := config(t, strings.Replace(goodConfig, "embedded:scenario", journal, 1))
+			code, out, errOut := runCLI(t, "dry-run", "-c", path)
+			if code != 0 {
+				t.Fatalf("dry-run: %d %s", code, errOut)
+			}
+			for _, p := range []string{"state", "out"} {
+				if _, err := os.Stat(filepath.Join(dir, p)); !os.IsNotExist(err) {
+					t.Errorf("dry-run created %s", p)
+				}
+			}
+			counts := map[string]int{}
+			var console []string
+			sc := bufio.NewScanner(strings.NewReader(out))
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				label, _, _ := strings.Cut(sc.Text(), " ")
+				counts[label]++
+				if label == "[console]" {
+					console = append(console, sc.Text())
+				}
+			}
+			if counts["[archive]"]+counts["[console]"] != tc.lines || counts["[archive]"] != counts["[console]"] {
+				t.Fatalf("lines per sink: %v", counts)
+			}
+			if strings.HasPrefix(tc.journal, "embedded:") {
+				out = strings.Join(console, "\n") + "\n" // the JSON is pinned by the other case
+			}
+			golden(t, tc.golden, out)
+		})
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	code, out, _ := runCLI(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "fluxstream dev") || !strings.Contains(out, "flux-core 0.88") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+	for _, cmd := range []string{"run", "validate", "graph", "dry-run", "version"} {
+		code, out, _ := runCLI(t, cmd, "--help")
+		if code != 0 || !strings.Contains(out, "Usage:") {
+			t.Errorf("%s --help: %d %q", cmd, code, out)
+		}
+	}
+	if code, _, errOut := runCLI(t, "frobnicate"); code != exitConfig || !strings.Contains(errOut, "unknown command") {
+		t.Errorf("unknown command: %d %q", code, errOut)
+	}
+}
+
+// With no config, run replays the embedded journal into a file, and says
+// how to reach a real instance; a second run finds nothing new.
+func TestDemo(t *testing.T) {
+	dir := t.TempDir()
+	cmd := fluxstreamCmd(t, dir, "run")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"No config given: running the built-in demo", "381 records", "fluxstream run --uri local:///run/flux/local"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "fluxstream-demo", "records.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "\n"); n != 381 {
+		t.Fatalf("demo wrote %d records", n)
+	}
+	out, err = fluxstreamCmd(t, dir, "run").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Nothing new") {
+		t.Fatalf("second run: %v\n%s", err, out)
+	}
+}
