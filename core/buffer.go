@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fluxstream/fluxstream/core/spool"
@@ -167,6 +168,9 @@ type diskBuffer struct {
 	lastWarn        time.Time
 	stopSync        chan struct{}
 	syncDone        chan struct{}
+	// entryHint sizes new spool entries (grown from what was seen) so
+	// they are written without reallocation.
+	entryHint atomic.Int64
 }
 
 func openDiskBuffer(dir string, cfg BufferConfig, stats *SinkStats, log *slog.Logger) (*diskBuffer, error) {
@@ -181,6 +185,7 @@ func openDiskBuffer(dir string, cfg BufferConfig, stats *SinkStats, log *slog.Lo
 	b := &diskBuffer{sp: sp, cfg: cfg, stats: stats, log: log,
 		stopSync: make(chan struct{}), syncDone: make(chan struct{})}
 	b.cond = sync.NewCond(&b.mu)
+	b.entryHint.Store(1024)
 	b.readSeq = sp.Acked()
 	b.winFirst = sp.Next()
 	if n := sp.Len(); n > 0 {
@@ -193,14 +198,14 @@ func openDiskBuffer(dir string, cfg BufferConfig, stats *SinkStats, log *slog.Lo
 func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 	payloads := make([][]byte, len(recs))
 	size := int64(0)
+	hint := int(b.entryHint.Load())
 	for i, r := range recs {
-		p, err := encodeSpoolEntry(r)
-		if err != nil {
-			return err
-		}
+		p := encodeSpoolEntry(r, hint)
 		payloads[i] = p
 		size += int64(len(p)) + 8
+		hint = max(hint, len(p)+len(p)/4)
 	}
+	b.entryHint.Store(int64(min(hint, 64<<10)))
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for b.sp.Bytes()+size > int64(b.cfg.MaxBytes) && !b.closed {

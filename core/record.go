@@ -164,7 +164,7 @@ type recordJSON Record
 
 // MarshalJSON writes the JSON form of the record contract.
 func (r *Record) MarshalJSON() ([]byte, error) {
-	return json.Marshal((*recordJSON)(r))
+	return r.AppendJSON(make([]byte, 0, 1024)), nil
 }
 
 // UnmarshalJSON reads the JSON form back.

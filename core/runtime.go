@@ -152,9 +152,14 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	}
 	results := make(chan result, len(p.g.Sources()))
 	for _, n := range p.g.Sources() {
-		em := &emitter{p: p, node: n}
+		em := newEmitter(srcCtx, p, n)
 		go func() {
 			err := n.Impl.(Source).Run(srcCtx, em)
+			// What was emitted still goes through the DAG before the
+			// sinks are told no more comes.
+			if ferr := em.finish(); err == nil && ferr != nil && srcCtx.Err() == nil {
+				err = ferr
+			}
 			results <- result{n, err}
 		}()
 	}
@@ -287,15 +292,66 @@ func (p *Pipeline) closeAll() error {
 	return errors.Join(errs...)
 }
 
+// emitter takes a source's batches and runs them through the DAG in a
+// goroutine of its own: the source decodes the next batch while the
+// previous one is transformed and spooled (two cores at work), and order
+// is kept.
 type emitter struct {
-	p    *Pipeline
-	node *Node
+	p     *Pipeline
+	node  *Node
+	ch    chan []*Record
+	done  chan struct{}
+	mu    sync.Mutex
+	err   error // why forwarding stopped
+	close sync.Once
+}
+
+// emitQueue is how many batches may wait between a source and the DAG.
+const emitQueue = 4
+
+func newEmitter(ctx context.Context, p *Pipeline, n *Node) *emitter {
+	e := &emitter{p: p, node: n, ch: make(chan []*Record, emitQueue), done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		for recs := range e.ch {
+			if e.failed() != nil {
+				continue // drain; these are never acknowledged, so they come again
+			}
+			if err := p.forward(ctx, n, "", recs); err != nil {
+				e.mu.Lock()
+				e.err = err
+				e.mu.Unlock()
+			}
+		}
+	}()
+	return e
+}
+
+func (e *emitter) failed() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.err
 }
 
 func (e *emitter) Emit(ctx context.Context, recs []*Record, ack func()) error {
+	if err := e.failed(); err != nil {
+		return err
+	}
 	NewAckedBatch(recs, ack)
 	e.p.rt[e.node].stats.Out.Add(int64(len(recs)))
-	return e.p.forward(ctx, e.node, "", recs)
+	select {
+	case e.ch <- recs:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// finish waits until every emitted batch went through the DAG.
+func (e *emitter) finish() error {
+	e.close.Do(func() { close(e.ch) })
+	<-e.done
+	return e.failed()
 }
 
 // forward hands recs, leaving from's output, to every consumer of it.

@@ -1,0 +1,184 @@
+package core
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// viaReflection is what encoding/json writes for the record's struct tags:
+// the reference the hand-written encoder must mean the same as.
+func viaReflection(t testing.TB, r *Record) []byte {
+	t.Helper()
+	b, err := json.Marshal((*recordJSON)(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sameMeaning(t testing.TB, got, want []byte) {
+	t.Helper()
+	if !json.Valid(got) {
+		t.Fatalf("not valid JSON: %s", got)
+	}
+	var g, w any
+	json.Unmarshal(got, &g)
+	json.Unmarshal(want, &w)
+	if !reflect.DeepEqual(g, w) {
+		t.Fatalf("hand-written JSON differs:\n got %s\nwant %s", got, want)
+	}
+}
+
+// fill sets every field reachable from v to a non-zero value, so a field
+// added to the structs but not to the encoder fails the test.
+func fill(v reflect.Value, n *int) {
+	*n++
+	switch v.Kind() {
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(v.Elem(), n)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() && v.Type().Field(i).Tag.Get("json") != "-" {
+				fill(v.Field(i), n)
+			}
+		}
+	case reflect.String:
+		v.SetString("s" + strings.Repeat("x", *n%3) + "\"\\\n\t<>&\u2028é")
+	case reflect.Int, reflect.Int64:
+		v.SetInt(int64(*n))
+	case reflect.Uint32, reflect.Uint64:
+		v.SetUint(uint64(*n))
+	case reflect.Float64:
+		v.SetFloat(float64(*n) + 0.25)
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Slice:
+		if v.Type() == reflect.TypeOf(json.RawMessage(nil)) {
+			v.SetBytes([]byte(`{"k": [1, 2.5, "<tag>"], "n": null}`))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), 2, 2)
+		fill(s.Index(0), n)
+		fill(s.Index(1), n)
+		v.Set(s)
+	}
+}
+
+func TestAppendJSONCoversEveryField(t *testing.T) {
+	var r Record
+	n := 0
+	fill(reflect.ValueOf(&r).Elem(), &n)
+	got, _ := r.MarshalJSON()
+	sameMeaning(t, got, viaReflection(t, &r))
+	if strings.Contains(string(got), "\n") {
+		t.Fatal("a newline in a JSON line")
+	}
+
+	// Zero values: omitted where the tags say omitempty, kept elsewhere.
+	zero := Record{Kind: KindEvent, ID: "x", Event: &Event{}, Job: &Job{Requested: &Requested{}, Allocated: &Allocated{},
+		Exception: &Exception{}}, Purge: &Purge{}, Invalid: &Invalid{}}
+	got, _ = zero.MarshalJSON()
+	sameMeaning(t, got, viaReflection(t, &zero))
+	min := Record{}
+	got, _ = min.MarshalJSON()
+	sameMeaning(t, got, viaReflection(t, &min))
+}
+
+func TestAppendFloatAndString(t *testing.T) {
+	for _, f := range []float64{0, 1, -1, 1795394498.4565339, 0.1, 1e-7, 1.5e-6, 1e21, 123456789e15, -2.5e-9, 300} {
+		r := Record{Event: &Event{Timestamp: f}}
+		got, _ := r.MarshalJSON()
+		want := viaReflection(t, &r)
+		if string(got) != string(want) {
+			t.Errorf("%v: got %s want %s", f, got, want)
+		}
+	}
+	for _, s := range []string{"plain", "quote\"back\\slash", "ctl\x01\x1f", "bad utf8 \xff\xfe", "line\u2028sep\u2029", "日本語", "<a&b>"} {
+		r := Record{ID: s}
+		got, _ := r.MarshalJSON()
+		sameMeaning(t, got, viaReflection(t, &r))
+	}
+}
+
+func FuzzAppendJSON(f *testing.F) {
+	f.Add("id", "submit", 1795394498.456534, []byte(`{"userid":6001}`))
+	f.Add("\xff", "\u2028", -0.0, []byte(` { "a" : [ 1 ] } `))
+	f.Fuzz(func(t *testing.T, id, name string, ts float64, ctx []byte) {
+		if !json.Valid(ctx) {
+			ctx = nil
+		}
+		r := Record{ID: id, Event: &Event{Name: name, Timestamp: ts, Context: ctx}, Job: &Job{Name: name, Nodelist: id}}
+		want, err := json.Marshal((*recordJSON)(&r))
+		if err != nil {
+			return // NaN and friends: encoding/json refuses them
+		}
+		got, _ := r.MarshalJSON()
+		sameMeaning(t, got, want)
+	})
+}
+
+func BenchmarkRecordJSON(b *testing.B) {
+	var r Record
+	n := 0
+	fill(reflect.ValueOf(&r).Elem(), &n)
+	r.Eventlog = nil
+	b.Run("hand-written", func(b *testing.B) {
+		buf := make([]byte, 0, 4096)
+		for b.Loop() {
+			buf = r.AppendJSON(buf[:0])
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			json.Marshal((*recordJSON)(&r))
+		}
+	})
+}
+
+// A damaged spool entry or a foreign Avro value decodes to an error,
+// never a panic or a huge allocation.
+func FuzzDecodeAvro(f *testing.F) {
+	var r Record
+	n := 0
+	fill(reflect.ValueOf(&r).Elem(), &n)
+	f.Add(AppendAvro(nil, &r))
+	f.Add(AppendAvro(nil, &Record{Kind: KindPurge, ID: "1:purge", Purge: &Purge{ID: 1}}))
+	f.Add([]byte{0x02, 'e', 0x7f, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rec, err := DecodeAvro(b)
+		if err != nil {
+			return
+		}
+		// What decodes re-encodes to the same bytes.
+		if again := AppendAvro(nil, rec); string(again) != string(b) {
+			if _, err := DecodeAvro(again); err != nil {
+				t.Fatalf("re-encoded record does not decode: %v", err)
+			}
+		}
+	})
+}
+
+func TestSpoolEntryRoundTrip(t *testing.T) {
+	var r Record
+	n := 0
+	fill(reflect.ValueOf(&r).Elem(), &n)
+	r.Encoded = &Encoded{Format: "avro-confluent", Value: []byte{0, 0, 0, 0, 7, 1, 2}, SchemaID: 7, Headers: map[string]string{"b": "2", "a": "1"}}
+	e := encodeSpoolEntry(&r, 16)
+	back, err := decodeSpoolEntry(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := r.MarshalJSON()
+	got, _ := back.MarshalJSON()
+	if string(got) != string(want) || !reflect.DeepEqual(back.Encoded, r.Encoded) {
+		t.Fatalf("spool round trip:\n got %s %+v\nwant %s %+v", got, back.Encoded, want, r.Encoded)
+	}
+	for i := range e {
+		if _, err := decodeSpoolEntry(e[:i]); err == nil && i < len(e) {
+			t.Fatalf("entry cut at %d of %d decoded", i, len(e))
+		}
+	}
+}
