@@ -5,9 +5,11 @@ package builtin
 import (
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/sinks/file"
+	"github.com/fluxstream/fluxstream/sinks/kafka"
 	"github.com/fluxstream/fluxstream/sinks/stdout"
 	"github.com/fluxstream/fluxstream/sources/flux"
 	"github.com/fluxstream/fluxstream/sources/replay"
+	"github.com/fluxstream/fluxstream/transforms/avro"
 )
 
 // Registry returns a registry with every built-in component.
@@ -15,7 +17,9 @@ func Registry() *core.Registry {
 	r := core.NewRegistry()
 	flux.Register(r)
 	replay.Register(r)
+	avro.Register(r)
 	file.Register(r)
+	kafka.Register(r)
 	stdout.Register(r)
 	return r
 }

@@ -1,0 +1,54 @@
+package srtest
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/sr"
+)
+
+const v1 = `{"type":"record","name":"R","fields":[{"name":"id","type":"string"}]}`
+
+func TestCompatibilityEnforced(t *testing.T) {
+	r := New()
+	defer r.Close()
+	cl, err := sr.NewClient(sr.URLs(r.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s1, err := cl.CreateSchema(ctx, "x-value", sr.Schema{Schema: v1, Type: sr.TypeAvro})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same schema again: the same id.
+	again, err := cl.CreateSchema(ctx, "x-value", sr.Schema{Schema: v1, Type: sr.TypeAvro})
+	if err != nil || again.ID != s1.ID {
+		t.Fatalf("re-register: %+v %v", again, err)
+	}
+	optional := `{"type":"record","name":"R","fields":[{"name":"id","type":"string"},{"name":"site","type":["null","string"],"default":null}]}`
+	required := `{"type":"record","name":"R","fields":[{"name":"id","type":"string"},{"name":"site","type":"string"}]}`
+	res, err := cl.CheckCompatibility(ctx, "x-value", -1, sr.Schema{Schema: required, Type: sr.TypeAvro})
+	if err != nil || res.Is {
+		t.Fatalf("required field judged compatible: %+v %v", res, err)
+	}
+	_, err = cl.CreateSchema(ctx, "x-value", sr.Schema{Schema: required, Type: sr.TypeAvro})
+	var re *sr.ResponseError
+	if !errors.As(err, &re) || re.ErrorCode != 409 || !strings.Contains(re.Message, "incompatible with version 1 under BACKWARD") {
+		t.Fatalf("required field registered: %v", err)
+	}
+	s2, err := cl.CreateSchema(ctx, "x-value", sr.Schema{Schema: optional, Type: sr.TypeAvro})
+	if err != nil || s2.Version != 2 || s2.ID == s1.ID {
+		t.Fatalf("optional field: %+v %v", s2, err)
+	}
+	r.SetLevel("x-value", sr.CompatNone)
+	if _, err := cl.CreateSchema(ctx, "x-value", sr.Schema{Schema: required, Type: sr.TypeAvro}); err != nil {
+		t.Fatalf("NONE refused: %v", err)
+	}
+	r.Down()
+	if _, err := cl.SchemaByID(ctx, s1.ID); err == nil {
+		t.Fatal("down registry answered")
+	}
+}

@@ -1,0 +1,491 @@
+// Package kafka is the `kafka` sink, on franz-go: an idempotent producer
+// with acks=all, key = job id (per-job order within a partition), headers
+// naming the event, the schema and the cluster, TLS and SASL. A batch is
+// acknowledged to the delivery layer only once the brokers acknowledged
+// every record of it.
+package kafka
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/schemas"
+)
+
+// Sample is the sample config.
+//
+//go:embed sample.yaml
+var Sample string
+
+// Register adds the kafka sink to r.
+func Register(r *core.Registry) {
+	r.RegisterSink("kafka", "Apache Kafka (and Kafka-compatible brokers) through franz-go", New)
+}
+
+// Header names set on every Kafka record.
+const (
+	HeaderID       = "fluxstream-id"        // the record's idempotency key (event id)
+	HeaderKind     = "fluxstream-kind"      // event | purge | invalid
+	HeaderEvent    = "fluxstream-event"     // event name
+	HeaderCluster  = "fluxstream-cluster"   // source cluster
+	HeaderSchemaID = "fluxstream-schema-id" // schema registry id, when Avro with a registry
+	HeaderContent  = "content-type"
+)
+
+// Config is the sink's config.
+type Config struct {
+	Brokers []string `yaml:"brokers"`
+	// Topic may hold {{cluster}}, {{source}}, {{kind}}, {{event}}, {{queue}}
+	// and {{user}}; other characters Kafka refuses in topic names become
+	// "_". One topic keeps every event of a job in order.
+	Topic string `yaml:"topic"`
+	// Key is "job" (the job id: per-job order) or "event" (the event id).
+	Key         string            `yaml:"key"`
+	Headers     map[string]string `yaml:"headers"` // extra static headers
+	ClientID    string            `yaml:"client_id"`
+	Compression string            `yaml:"compression"` // none, gzip, snappy, lz4, zstd
+	Linger      time.Duration     `yaml:"linger"`
+	BatchBytes  core.ByteSize     `yaml:"batch_max_bytes"`
+	MaxBuffered int               `yaml:"max_buffered_records"`
+	// Idempotent keeps per-partition order and drops broker-side
+	// duplicates on retries; turn it off only for brokers without it.
+	Idempotent *bool `yaml:"idempotent"`
+	// DeliveryTimeout bounds how long franz-go retries a record before the
+	// batch fails back to fluxstream (which retries with backoff, keeping
+	// the record spooled).
+	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
+	DialTimeout     time.Duration `yaml:"dial_timeout"`
+	TLS             TLSConfig     `yaml:"tls"`
+	SASL            SASLConfig    `yaml:"sasl"`
+}
+
+// TLSConfig enables TLS to the brokers.
+type TLSConfig struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// SASLConfig authenticates to the brokers.
+type SASLConfig struct {
+	Mechanism string `yaml:"mechanism"` // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"` // use ${file:/path} or ${ENV}
+}
+
+var templateRe = regexp.MustCompile(`\{\{\s*([a-z]+)\s*\}\}`)
+
+var templateVars = map[string]bool{"cluster": true, "source": true, "kind": true, "event": true, "queue": true, "user": true}
+
+// Validate checks the decoded config.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, core.Fieldf("brokers", "must list at least one broker (host:port)"))
+	}
+	for _, b := range c.Brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			errs = append(errs, core.Fieldf("brokers", "%q is not host:port", b))
+		}
+	}
+	if c.Topic == "" {
+		errs = append(errs, core.Fieldf("topic", "must be set"))
+	}
+	for _, m := range templateRe.FindAllStringSubmatch(c.Topic, -1) {
+		if !templateVars[m[1]] {
+			errs = append(errs, core.Fieldf("topic", "unknown placeholder {{%s}} (cluster, source, kind, event, queue, user)", m[1]))
+		}
+	}
+	switch c.Key {
+	case "job", "event":
+	default:
+		errs = append(errs, core.Fieldf("key", "unknown key %q (job, event)", c.Key))
+	}
+	if _, err := codec(c.Compression); err != nil {
+		errs = append(errs, core.Fieldf("compression", "%v", err))
+	}
+	switch c.SASL.Mechanism {
+	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	default:
+		errs = append(errs, core.Fieldf("sasl.mechanism", "unknown mechanism %q (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", c.SASL.Mechanism))
+	}
+	if c.SASL.Mechanism != "" && c.SASL.Username == "" {
+		errs = append(errs, core.Fieldf("sasl.username", "must be set with a mechanism"))
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, core.Fieldf("tls", "cert_file and key_file go together"))
+	}
+	if c.DeliveryTimeout <= 0 || c.DialTimeout <= 0 || c.MaxBuffered <= 0 || c.BatchBytes <= 0 {
+		errs = append(errs, core.Fieldf("", "delivery_timeout, dial_timeout, max_buffered_records and batch_max_bytes must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func codec(name string) (kgo.CompressionCodec, error) {
+	switch name {
+	case "none":
+		return kgo.NoCompression(), nil
+	case "gzip":
+		return kgo.GzipCompression(), nil
+	case "snappy":
+		return kgo.SnappyCompression(), nil
+	case "lz4":
+		return kgo.Lz4Compression(), nil
+	case "zstd":
+		return kgo.ZstdCompression(), nil
+	}
+	return kgo.NoCompression(), fmt.Errorf("unknown codec %q (none, gzip, snappy, lz4, zstd)", name)
+}
+
+// Sink produces to Kafka.
+type Sink struct {
+	cfg    Config
+	name   string
+	log    *slog.Logger
+	client *kgo.Client
+	topic  func(*core.Record) string
+}
+
+var (
+	_ core.Sink        = (*Sink)(nil)
+	_ core.Provisioner = (*Sink)(nil)
+	_ core.Preparer    = (*Sink)(nil)
+	_ core.DryRunner   = (*Sink)(nil)
+)
+
+// New decodes the node's config.
+func New(nc *core.NodeConfig) (core.Sink, error) {
+	s := &Sink{name: nc.Name, cfg: Config{Key: "job", ClientID: "fluxstream", Compression: "lz4",
+		Linger: 5 * time.Millisecond, BatchBytes: 1 << 20, MaxBuffered: 100000,
+		DeliveryTimeout: 30 * time.Second, DialTimeout: 10 * time.Second}}
+	if err := nc.Decode(&s.cfg); err != nil {
+		return nil, err
+	}
+	if s.cfg.Idempotent == nil {
+		t := true
+		s.cfg.Idempotent = &t
+	}
+	s.topic = topicFunc(s.cfg.Topic)
+	return s, nil
+}
+
+// Options builds the franz-go options of the config.
+func (c *Config) Options() ([]kgo.Opt, error) {
+	comp, _ := codec(c.Compression)
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ClientID(c.ClientID),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerBatchCompression(comp),
+		kgo.ProducerLinger(c.Linger),
+		kgo.ProducerBatchMaxBytes(int32(c.BatchBytes)),
+		kgo.MaxBufferedRecords(c.MaxBuffered),
+		kgo.RecordDeliveryTimeout(c.DeliveryTimeout),
+		kgo.DialTimeout(c.DialTimeout),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+	}
+	if !*c.Idempotent {
+		opts = append(opts, kgo.DisableIdempotentWrite())
+	}
+	if c.TLS.Enabled || c.TLS.CAFile != "" || c.TLS.CertFile != "" {
+		tc, err := c.TLS.config()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	switch c.SASL.Mechanism {
+	case "PLAIN":
+		opts = append(opts, kgo.SASL(plain.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsMechanism()))
+	case "SCRAM-SHA-256":
+		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha256Mechanism()))
+	case "SCRAM-SHA-512":
+		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha512Mechanism()))
+	}
+	return opts, nil
+}
+
+func (t TLSConfig) config() (*tls.Config, error) {
+	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificates in it", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// Provision creates the client (it connects lazily).
+func (s *Sink) Provision(_ context.Context, nc core.NodeContext) error {
+	s.log = nc.Logger
+	if nc.DryRun {
+		return nil
+	}
+	opts, err := s.cfg.Options()
+	if err != nil {
+		return err
+	}
+	s.client, err = kgo.NewClient(opts...)
+	return err
+}
+
+// Prepare checks the brokers before the pipeline starts. Errors a retry
+// cannot fix (unknown host, failed authentication, TLS) stop the start;
+// brokers that are merely down are logged: records spool until they
+// answer, Flux is not held up.
+func (s *Sink) Prepare(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout+5*time.Second)
+	defer cancel()
+	err := s.client.Ping(ctx)
+	if err == nil {
+		return nil
+	}
+	if fatal := classifyConnectError(err); fatal != nil {
+		return fmt.Errorf("kafka brokers %s: %w", strings.Join(s.cfg.Brokers, ","), fatal)
+	}
+	s.log.Error("kafka brokers unreachable at start; records are spooled and sent when they answer",
+		"brokers", strings.Join(s.cfg.Brokers, ","), "error", err)
+	return nil
+}
+
+// classifyConnectError returns a clear error for failures a retry cannot
+// fix, nil for transient ones.
+func classifyConnectError(err error) error {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return fmt.Errorf("unknown host %q (check brokers:): %w", dnsErr.Name, err)
+	case errors.Is(err, kerr.SaslAuthenticationFailed), errors.Is(err, kerr.IllegalSaslState), errors.Is(err, kerr.UnsupportedSaslMechanism):
+		return fmt.Errorf("SASL authentication failed (check sasl: username, password, mechanism): %w", err)
+	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
+		return fmt.Errorf("not authorized (check the ACLs of the SASL user): %w", err)
+	}
+	var certErr *tls.CertificateVerificationError
+	var recErr tls.RecordHeaderError
+	if errors.As(err, &certErr) || errors.As(err, &recErr) {
+		return fmt.Errorf("TLS handshake failed (check tls:): %w", err)
+	}
+	return nil
+}
+
+// topicFunc compiles the topic template.
+func topicFunc(tmpl string) func(*core.Record) string {
+	if !strings.Contains(tmpl, "{{") {
+		return func(*core.Record) string { return tmpl }
+	}
+	return func(r *core.Record) string {
+		return templateRe.ReplaceAllStringFunc(tmpl, func(m string) string {
+			name := templateRe.FindStringSubmatch(m)[1]
+			return sanitizeTopic(placeholder(r, name))
+		})
+	}
+}
+
+func placeholder(r *core.Record, name string) string {
+	switch name {
+	case "cluster":
+		return r.Cluster
+	case "source":
+		return r.Source
+	case "kind":
+		return string(r.Kind)
+	case "event":
+		return r.EventName()
+	case "queue":
+		if r.Job != nil {
+			return r.Job.Queue
+		}
+	case "user":
+		if r.Job != nil {
+			if r.Job.Username != "" {
+				return r.Job.Username
+			}
+			return strconv.FormatUint(uint64(r.Job.UserID), 10)
+		}
+	}
+	return ""
+}
+
+func sanitizeTopic(s string) string {
+	if s == "" {
+		return "_"
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// Message is what one record becomes on Kafka.
+func (s *Sink) Message(r *core.Record) (*kgo.Record, error) {
+	value, contentType := []byte(nil), "application/json"
+	if e := r.Encoded; e != nil {
+		value, contentType = e.Value, schemas.ContentType(e.Format)
+	} else {
+		js, err := r.JSON()
+		if err != nil {
+			return nil, err
+		}
+		value = js
+	}
+	key := r.Key()
+	if s.cfg.Key == "event" {
+		key = r.ID
+	}
+	kr := &kgo.Record{Topic: s.topic(r), Key: []byte(key), Value: value}
+	add := func(k, v string) {
+		if v != "" {
+			kr.Headers = append(kr.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		}
+	}
+	add(HeaderID, r.ID)
+	add(HeaderKind, string(r.Kind))
+	if r.Event != nil {
+		add(HeaderEvent, r.Event.Name)
+	}
+	add(HeaderCluster, r.Cluster)
+	add(HeaderContent, contentType)
+	if e := r.Encoded; e != nil {
+		if e.SchemaID != 0 {
+			add(HeaderSchemaID, strconv.Itoa(e.SchemaID))
+		}
+		for _, k := range sortedKeys(e.Headers) {
+			add(k, e.Headers[k])
+		}
+	}
+	for _, k := range sortedKeys(s.cfg.Headers) {
+		add(k, s.cfg.Headers[k])
+	}
+	return kr, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Write produces the batch and returns once the brokers acknowledged every
+// record (acks=all). Records that failed are reported per index: the
+// runtime retries those, or dead-letters the ones Kafka refuses for good
+// (too large, invalid).
+func (s *Sink) Write(ctx context.Context, batch []*core.Record) error {
+	var be core.BatchError
+	msgs := make([]*kgo.Record, 0, len(batch))
+	idx := make([]int, 0, len(batch))
+	for i, r := range batch {
+		m, err := s.Message(r)
+		if err != nil {
+			be.Fail(i, core.Permanent(err))
+			continue
+		}
+		msgs = append(msgs, m)
+		idx = append(idx, i)
+	}
+	results := s.client.ProduceSync(ctx, msgs...)
+	for j, res := range results {
+		if res.Err == nil {
+			continue
+		}
+		err := res.Err
+		if isPermanent(err) {
+			err = core.Permanent(fmt.Errorf("kafka refused the record for good: %w", err))
+		}
+		be.Fail(idx[j], err)
+	}
+	if len(be.Failed) == len(batch) && len(batch) > 0 {
+		// Everything failed: one plain error reads better in the log.
+		for _, err := range be.Failed {
+			if !core.IsPermanent(err) {
+				return fmt.Errorf("produce to %s: %w", strings.Join(s.cfg.Brokers, ","), err)
+			}
+		}
+	}
+	return be.ErrOrNil()
+}
+
+func isPermanent(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
+		errors.Is(err, kerr.InvalidRecord) || errors.Is(err, kerr.CorruptMessage) ||
+		errors.Is(err, kerr.InvalidTopicException)
+}
+
+// DryRun prints what would be produced: topic, key, headers, and the value
+// (Avro decoded back to JSON).
+func (s *Sink) DryRun(_ context.Context, batch []*core.Record, w io.Writer) error {
+	for _, r := range batch {
+		m, err := s.Message(r)
+		if err != nil {
+			return err
+		}
+		var hb strings.Builder
+		for i, h := range m.Headers {
+			if i > 0 {
+				hb.WriteByte(' ')
+			}
+			fmt.Fprintf(&hb, "%s=%s", h.Key, h.Value)
+		}
+		value := m.Value
+		if r.Encoded != nil {
+			js, err := schemas.DecodeToJSON(r.Encoded)
+			if err != nil {
+				return fmt.Errorf("decode %s value of %s: %w", r.Encoded.Format, r.ID, err)
+			}
+			value = js
+		}
+		fmt.Fprintf(w, "topic=%s key=%s headers=[%s] value=%s\n", m.Topic, m.Key, hb.String(), value)
+	}
+	return nil
+}
+
+// Close flushes and closes the client.
+func (s *Sink) Close(ctx context.Context) error {
+	if s.client == nil {
+		return nil
+	}
+	err := s.client.Flush(ctx)
+	s.client.Close()
+	s.client = nil
+	return err
+}

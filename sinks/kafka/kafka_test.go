@@ -1,0 +1,377 @@
+package kafka_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/kafkatest"
+	"github.com/fluxstream/fluxstream/internal/srtest"
+	"github.com/fluxstream/fluxstream/schemas"
+	"github.com/fluxstream/fluxstream/sinks/file"
+	"github.com/fluxstream/fluxstream/sinks/kafka"
+	"github.com/fluxstream/fluxstream/sources/flux"
+	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
+	"github.com/fluxstream/fluxstream/sources/replay"
+	"github.com/fluxstream/fluxstream/transforms/avro"
+)
+
+const (
+	testdata = "../../testdata/flux"
+	topic    = "flux.test.jobs"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func registry() *core.Registry {
+	r := core.NewRegistry()
+	replay.Register(r)
+	flux.Register(r)
+	avro.Register(r)
+	kafka.Register(r)
+	file.Register(r)
+	return r
+}
+
+func build(t testing.TB, yaml string) *core.Graph {
+	t.Helper()
+	cfg, err := core.LoadConfig("test.yaml", []byte(yaml), core.LoadOptions{Environ: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := core.Build(cfg, registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// fileRecords reads a file sink's output: record id -> JSON line.
+func fileRecords(t testing.TB, path string) (map[string]string, []string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	var order []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		var r struct{ ID string }
+		json.Unmarshal(sc.Bytes(), &r)
+		out[r.ID] = sc.Text()
+		order = append(order, r.ID)
+	}
+	return out, order
+}
+
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// The bulk journal goes through avro into Kafka and comes back: every
+// record once, keyed by job, each job's events in journal order in one
+// partition, the Avro value equal to the JSON record.
+func TestBulkThroughAvro(t *testing.T) {
+	cluster := kafkatest.Start(t, kafkatest.Options{Brokers: 3, Topics: map[string]int{topic: 3}})
+	reg := srtest.New()
+	defer reg.Close()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "records.jsonl")
+	g := build(t, fmt.Sprintf(`
+cluster: test
+sources:
+  journal: {type: replay, path: %s/journal-bulk2000-live.jsonl.gz, user_lookup: none}
+transforms:
+  avro:
+    type: avro
+    inputs: [journal]
+    registry: {urls: [%s], subject: %s-value}
+sinks:
+  kafka:
+    type: kafka
+    inputs: [avro]
+    brokers: [%s]
+    topic: "flux.{{cluster}}.jobs"
+  json:
+    type: file
+    inputs: [journal]
+    path: %s
+`, testdata, reg.URL(), topic, strings.Join(cluster.Addrs(), ", "), out))
+	if err := core.NewPipeline(g, core.RunOptions{DataDir: dir, Logger: quiet()}).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want, order := fileRecords(t, out)
+	if len(want) != 22000 {
+		t.Fatalf("file sink has %d records", len(want))
+	}
+	schemaID := g.Node("avro").Impl.(*avro.Transform).SchemaID()
+	got := cluster.Records(t, topic)
+	if len(got) != 22000 {
+		t.Fatalf("kafka has %d records, want 22000", len(got))
+	}
+	seen := map[string]bool{}
+	partitionOf := map[string]int32{}
+	perKey := map[string][]string{}
+	for _, m := range got {
+		id := header(m, kafka.HeaderID)
+		if seen[id] {
+			t.Fatalf("%s twice", id)
+		}
+		seen[id] = true
+		rec, sid, err := schemas.Decode(schemas.FormatConfluent, m.Value)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		js, _ := rec.JSON()
+		if string(js) != want[id] {
+			t.Fatalf("%s: Avro decodes to\n%s\nthe JSON record is\n%s", id, js, want[id])
+		}
+		if sid != schemaID || header(m, kafka.HeaderSchemaID) != fmt.Sprint(schemaID) ||
+			header(m, kafka.HeaderContent) != "application/vnd.confluent.avro" || header(m, kafka.HeaderCluster) != "test" ||
+			header(m, kafka.HeaderEvent) != rec.Event.Name || string(m.Key) != fmt.Sprint(rec.Job.ID) {
+			t.Fatalf("%s: key %s headers %v schema id %d (registry %d)", id, m.Key, m.Headers, sid, schemaID)
+		}
+		key := string(m.Key)
+		if p, ok := partitionOf[key]; ok && p != m.Partition {
+			t.Fatalf("job %s in partitions %d and %d", key, p, m.Partition)
+		}
+		partitionOf[key] = m.Partition
+		perKey[key] = append(perKey[key], id)
+	}
+	// Per job, Kafka order is journal order.
+	journal := map[string][]string{}
+	for _, id := range order {
+		key, _, _ := strings.Cut(id, ":")
+		journal[key] = append(journal[key], id)
+	}
+	for key, ids := range journal {
+		if strings.Join(perKey[key], " ") != strings.Join(ids, " ") {
+			t.Fatalf("job %s: kafka order %v, journal order %v", key, perKey[key], ids)
+		}
+	}
+}
+
+// All brokers go away in the middle of the run: records spool, the source
+// keeps reading Flux, and once the brokers are back everything arrives.
+func TestBrokerOutage(t *testing.T) {
+	cluster := kafkatest.Start(t, kafkatest.Options{Brokers: 3, Topics: map[string]int{topic: 3}, DataDir: t.TempDir()})
+	items, err := fluxtest.LoadTimeline(filepath.Join(testdata, "journal-bulk2000-live.jsonl.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := fluxtest.NewInstance(items, nil)
+	b, err := fluxtest.NewBroker(t.TempDir(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	dir := t.TempDir()
+	g := build(t, fmt.Sprintf(`
+cluster: test
+sources:
+  flux: {type: flux, uri: %s, user_lookup: none}
+transforms:
+  avro: {type: avro, inputs: [flux], encoding: single-object}
+sinks:
+  kafka:
+    type: kafka
+    inputs: [avro]
+    brokers: [%s]
+    topic: %s
+    delivery_timeout: 1s
+    retry: {initial_backoff: 50ms, max_backoff: 500ms}
+`, b.URI(), strings.Join(cluster.Addrs(), ", "), topic))
+	p := core.NewPipeline(g, core.RunOptions{DataDir: dir, Logger: quiet(), ShutdownTimeout: 10 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	for b.Streams() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	total := 0
+	for _, it := range items {
+		total += len(it.Response.Events)
+	}
+	half := len(items) / 2
+	in.Step(half)
+	waitKafka(t, cluster, 5000)
+	cluster.Stop()      // the whole cluster goes down
+	in.Step(len(items)) // Flux goes on while Kafka is away
+	// The source took everything: the rest waits in the spool.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var src, sink core.StatsSnapshot
+		for _, s := range p.Stats() {
+			switch s.Node {
+			case "flux":
+				src = s
+			case "kafka":
+				sink = s
+			}
+		}
+		if src.Out == int64(total) && sink.PendingRecords > 0 {
+			t.Logf("during the outage: source emitted %d, kafka sink holds %d records (%d bytes) in its spool, %d failed writes retried",
+				src.Out, sink.PendingRecords, sink.PendingBytes, sink.Retries)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("source emitted %d of %d, sink pending %d", src.Out, total, sink.PendingRecords)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cluster.Restart() // and comes back, on the same ports
+	got := waitKafka(t, cluster, total)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]int{}
+	for _, m := range got {
+		ids[header(m, kafka.HeaderID)]++
+	}
+	dups := 0
+	for _, it := range items {
+		for _, e := range it.Response.Events {
+			n := ids[core.EventID(uint64(it.Response.ID), e.Name, e.Timestamp)]
+			if n == 0 {
+				t.Fatalf("lost %d %s", it.Response.ID, e.Name)
+			}
+			dups += n - 1
+		}
+	}
+	t.Logf("all %d events in Kafka after the outage; %d duplicates (same key and id)", total, dups)
+}
+
+func waitKafka(t *testing.T, c *kafkatest.Cluster, n int) []*kgo.Record {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		recs := c.Records(t, topic)
+		if len(recs) >= n {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kafka has %d records, want %d", len(recs), n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func prepare(t *testing.T, yaml string) error {
+	t.Helper()
+	nc, err := core.ParseNodeConfig(core.KindSink, "kafka", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := kafka.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	var logs bytes.Buffer
+	if err := s.(core.Provisioner).Provision(context.Background(), core.NodeContext{Logger: slog.New(slog.NewTextHandler(&logs, nil))}); err != nil {
+		return err
+	}
+	err = s.(core.Preparer).Prepare(context.Background())
+	if err == nil && logs.Len() > 0 {
+		return fmt.Errorf("logged: %s", logs.String())
+	}
+	return err
+}
+
+func TestConnectErrors(t *testing.T) {
+	err := prepare(t, "brokers: [no-such-host.invalid:9092]\ntopic: x\ndial_timeout: 2s\n")
+	if err == nil || !strings.Contains(err.Error(), `kafka brokers no-such-host.invalid:9092: unknown host "no-such-host.invalid"`) {
+		t.Fatalf("unknown host: %v", err)
+	}
+	// Nothing listens: a broker that is down is not a config error; it is
+	// logged and records spool.
+	err = prepare(t, "brokers: [127.0.0.1:1]\ntopic: x\ndial_timeout: 1s\n")
+	if err == nil || !strings.Contains(err.Error(), "kafka brokers unreachable at start; records are spooled") {
+		t.Fatalf("refused port: %v", err)
+	}
+
+	user := kafkatest.User{Mechanism: kafkatest.Plain, Name: "fluxstream", Password: "right"}
+	cluster := kafkatest.Start(t, kafkatest.Options{Brokers: 1, Topics: map[string]int{topic: 1}, Users: []kafkatest.User{user}})
+	base := fmt.Sprintf("brokers: [%s]\ntopic: %s\n", cluster.Addrs()[0], topic)
+	err = prepare(t, base+"sasl: {mechanism: PLAIN, username: fluxstream, password: wrong}\n")
+	if err == nil || !strings.Contains(err.Error(), "SASL authentication failed (check sasl: username, password, mechanism)") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if err := prepare(t, base+"sasl: {mechanism: PLAIN, username: fluxstream, password: right}\n"); err != nil {
+		t.Fatalf("right password: %v", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	nc, _ := core.ParseNodeConfig(core.KindSink, "kafka", []byte("brokers: [kafka1]\ntopic: 'flux.{{site}}'\nkey: user\ncompression: brotli\nsasl: {mechanism: GSSAPI}\n"))
+	_, err := kafka.New(nc)
+	for _, want := range []string{
+		`sinks.kafka.brokers: "kafka1" is not host:port`,
+		`sinks.kafka.topic: unknown placeholder {{site}} (cluster, source, kind, event, queue, user)`,
+		`sinks.kafka.key: unknown key "user" (job, event)`,
+		`sinks.kafka.compression: unknown codec "brotli" (none, gzip, snappy, lz4, zstd)`,
+		`sinks.kafka.sasl.mechanism: unknown mechanism "GSSAPI" (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
+
+// BenchmarkReplayAvroKafka measures the whole path: replay of the bulk
+// journal -> avro (single-object) -> kafka sink (disk spool) -> a 3-broker
+// kfake on loopback.
+func BenchmarkReplayAvroKafka(b *testing.B) {
+	for _, buffer := range []string{"disk", "memory"} {
+		b.Run(buffer, func(b *testing.B) { benchReplayAvroKafka(b, buffer) })
+	}
+}
+
+func benchReplayAvroKafka(b *testing.B, buffer string) {
+	cluster := kafkatest.Start(b, kafkatest.Options{Brokers: 3, Topics: map[string]int{topic: 6}})
+	yaml := fmt.Sprintf(`
+sources:
+  journal: {type: replay, path: %s/journal-bulk2000-live.jsonl.gz, user_lookup: none, checkpoint: false}
+transforms:
+  avro: {type: avro, inputs: [journal], encoding: single-object}
+sinks:
+  kafka:
+    type: kafka
+    inputs: [avro]
+    brokers: [%s]
+    topic: %s
+    batch_max_bytes: 4MiB
+    batch: {max_records: 5000}
+    buffer: {type: %s}
+`, testdata, strings.Join(cluster.Addrs(), ", "), topic, buffer)
+	n := 0
+	for b.Loop() {
+		g := build(b, yaml)
+		if err := core.NewPipeline(g, core.RunOptions{DataDir: b.TempDir(), Logger: quiet()}).Run(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		n += 22000
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+}
