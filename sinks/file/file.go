@@ -233,7 +233,11 @@ func (s *Sink) open() error {
 			return fmt.Errorf("create directory for %s: %w", s.cfg.Path, err)
 		}
 	}
-	f, err := os.OpenFile(s.cfg.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if s.cfg.Format == "avro" {
+		flags = os.O_RDWR | os.O_CREATE | os.O_APPEND // appending reads the header first
+	}
+	f, err := os.OpenFile(s.cfg.Path, flags, 0o640)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
 	}
@@ -252,6 +256,22 @@ func (s *Sink) open() error {
 	switch s.cfg.Format {
 	case "avro":
 		enc, err := newAvroWriter(f, st.Size())
+		if err != nil && st.Size() > 0 {
+			// A crash mid-block leaves a file that cannot be continued.
+			// Its complete blocks hold everything acknowledged: keep it
+			// aside and start a new one.
+			f.Close()
+			aside := RotatedName(s.cfg.Path, s.now()) + ".damaged"
+			if rerr := os.Rename(s.cfg.Path, aside); rerr != nil {
+				s.f = nil
+				return fmt.Errorf("%w; moving it aside: %v", err, rerr)
+			}
+			if s.log != nil {
+				s.log.Warn("avro file could not be continued; moved aside, starting a new one", "file", aside, "error", err)
+			}
+			s.f = nil
+			return s.open()
+		}
 		if err != nil {
 			f.Close()
 			s.f = nil

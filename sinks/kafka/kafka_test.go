@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -374,4 +375,44 @@ sinks:
 		n += 22000
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+}
+
+// An independent client (kcat, librdkafka) reads what the sink produced:
+// keys, headers and JSON values as fluxstream wrote them.
+func TestKcatReads(t *testing.T) {
+	if _, err := exec.LookPath("kcat"); err != nil {
+		t.Skip("kcat not installed (.ci/run installs it)")
+	}
+	cluster := kafkatest.Start(t, kafkatest.Options{Brokers: 1, Topics: map[string]int{topic: 1}})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "records.jsonl")
+	g := build(t, fmt.Sprintf(`
+cluster: test
+sources:
+  journal: {type: replay, path: %s/journal-active-only-not-full.jsonl, user_lookup: none}
+sinks:
+  kafka: {type: kafka, inputs: [journal], brokers: [%s], topic: %s}
+  json: {type: file, inputs: [journal], path: %s}
+`, testdata, cluster.Addrs()[0], topic, out))
+	if err := core.NewPipeline(g, core.RunOptions{DataDir: dir, Logger: quiet()}).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := exec.Command("kcat", "-C", "-b", cluster.Addrs()[0], "-t", topic, "-e", "-q",
+		"-f", "%k\t%h\t%s\n").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kcat: %v\n%s", err, res)
+	}
+	want, order := fileRecords(t, out)
+	lines := strings.Split(strings.TrimSuffix(string(res), "\n"), "\n")
+	if len(lines) != len(order) {
+		t.Fatalf("kcat read %d records, the file has %d", len(lines), len(order))
+	}
+	for i, l := range lines {
+		parts := strings.SplitN(l, "\t", 3)
+		id := order[i]
+		key, _, _ := strings.Cut(id, ":")
+		if parts[0] != key || !strings.Contains(parts[1], "fluxstream-id="+id) || parts[2] != want[id] {
+			t.Fatalf("kcat line %d: %q\nwant key %s, id %s, value %s", i, l, key, id, want[id])
+		}
+	}
 }

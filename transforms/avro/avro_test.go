@@ -2,10 +2,13 @@ package avro
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/internal/srtest"
@@ -102,5 +105,43 @@ func TestConfigErrors(t *testing.T) {
 	nc, _ = core.ParseNodeConfig(core.KindTransform, "avro", []byte("encoding: confluent\n"))
 	if _, err := New(nc); err == nil || !strings.Contains(err.Error(), "transforms.avro.registry.urls: the confluent encoding needs a schema registry") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// The registry's compatibility rules (BACKWARD, Confluent's default) accept
+// the next version of the record schema with an optional field added, and
+// refuse one with a required field added.
+func TestSchemaEvolutionInRegistry(t *testing.T) {
+	reg := srtest.New()
+	defer reg.Close()
+	tr := newTransform(t, "registry:\n  urls: ["+reg.URL()+"]\n  subject: flux-jobs-value\n")
+	if err := tr.Provision(context.Background(), core.NodeContext{Logger: quiet(), State: core.NewMemKV()}); err != nil {
+		t.Fatal(err)
+	}
+	cl, _ := sr.NewClient(sr.URLs(reg.URL()))
+	anchor := `{"name": "kind", "type": "string", "doc": "event | purge | invalid"},`
+	for _, level := range []sr.CompatibilityLevel{sr.CompatBackward, sr.CompatFull} {
+		reg.SetLevel("flux-jobs-value", level)
+		optional := strings.Replace(schemas.RecordAVSC, anchor, anchor+`
+    {"name": "site_`+strings.ToLower(level.String())+`", "type": ["null", "string"], "default": null},`, 1)
+		ss, err := cl.CreateSchema(context.Background(), "flux-jobs-value", sr.Schema{Schema: optional, Type: sr.TypeAvro})
+		if err != nil {
+			t.Fatalf("%s: optional field refused: %v", level, err)
+		}
+		if ss.ID == tr.SchemaID() {
+			t.Fatalf("%s: new version got the old id", level)
+		}
+	}
+	required := strings.Replace(schemas.RecordAVSC, anchor, anchor+`
+    {"name": "site", "type": "string"},`, 1)
+	_, err := cl.CreateSchema(context.Background(), "flux-jobs-value", sr.Schema{Schema: required, Type: sr.TypeAvro})
+	var re *sr.ResponseError
+	if !errors.As(err, &re) || re.ErrorCode != 409 {
+		t.Fatalf("required field accepted: %v", err)
+	}
+	// fluxstream restarted on the old schema keeps its id: the subject has it.
+	again := newTransform(t, "registry:\n  urls: ["+reg.URL()+"]\n  subject: flux-jobs-value\n")
+	if err := again.Provision(context.Background(), core.NodeContext{Logger: quiet(), State: core.NewMemKV()}); err != nil || again.SchemaID() != tr.SchemaID() {
+		t.Fatalf("re-register v1: id %d (was %d), %v", again.SchemaID(), tr.SchemaID(), err)
 	}
 }
