@@ -5,6 +5,7 @@ package file
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -233,6 +234,9 @@ func (s *Sink) open() error {
 			return fmt.Errorf("create directory for %s: %w", s.cfg.Path, err)
 		}
 	}
+	if err := s.repairTail(); err != nil {
+		return err
+	}
 	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
 	if s.cfg.Format == "avro" {
 		flags = os.O_RDWR | os.O_CREATE | os.O_APPEND // appending reads the header first
@@ -282,6 +286,65 @@ func (s *Sink) open() error {
 		s.enc = jsonWriter{}
 	}
 	return nil
+}
+
+// repairTail makes an existing file safe to append to after an unclean
+// stop. A JSON file may end inside a line that belonged to a batch never
+// acknowledged (it is written again): cut it, or the next record would be
+// glued to it. A gzip file may end inside a member, which would hide what
+// follows from readers: it is rotated away and a new file started. (Avro
+// files are checked when opened.)
+func (s *Sink) repairTail() error {
+	st, err := os.Stat(s.cfg.Path)
+	if err != nil || st.Size() == 0 || s.cfg.Format != "json" {
+		return nil
+	}
+	if s.cfg.Compression == "gzip" {
+		rotated := RotatedName(s.cfg.Path, s.now())
+		if err := os.Rename(s.cfg.Path, rotated); err != nil {
+			return fmt.Errorf("rotate %s at start: %w", s.cfg.Path, err)
+		}
+		if s.log != nil {
+			s.log.Info("rotated the gzip file left by the last run (a new member cannot follow a torn one)", "file", rotated)
+		}
+		return s.prune()
+	}
+	f, err := os.OpenFile(s.cfg.Path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	defer f.Close()
+	end := st.Size()
+	buf := make([]byte, 64<<10)
+	for pos := end; pos > 0; {
+		n := int64(len(buf))
+		if pos < n {
+			n = pos
+		}
+		pos -= n
+		if _, err := f.ReadAt(buf[:n], pos); err != nil {
+			return fmt.Errorf("read %s: %w", s.cfg.Path, err)
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			keep := pos + int64(i) + 1
+			if keep == end {
+				return nil
+			}
+			return s.cut(f, keep, end)
+		}
+	}
+	return s.cut(f, 0, end)
+}
+
+func (s *Sink) cut(f *os.File, keep, end int64) error {
+	if err := f.Truncate(keep); err != nil {
+		return fmt.Errorf("cut the unfinished last line of %s: %w", s.cfg.Path, err)
+	}
+	if s.log != nil {
+		s.log.Warn("cut an unfinished line left by an unclean stop (its batch was not acknowledged and is written again)",
+			"file", s.cfg.Path, "bytes", end-keep)
+	}
+	return f.Sync()
 }
 
 // abandon closes the file after a failed write without flushing.

@@ -321,3 +321,40 @@ for rec in r:
 		t.Fatalf("python3-avro read:\n%s\nwant:\n%s", out, want)
 	}
 }
+
+// After an unclean stop a JSON file may end inside a line: it is cut, so
+// the next record starts on a line of its own. A gzip file is rotated.
+func TestTornTailRepaired(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.jsonl")
+	s := newSink(t, "path: "+path)
+	s.Write(context.Background(), recs(0, 2))
+	s.Close(context.Background())
+	f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	f.Write([]byte(`{"kind":"event","id":"torn`))
+	f.Close()
+	s = newSink(t, "path: "+path)
+	s.Write(context.Background(), recs(2, 1))
+	s.Close(context.Background())
+	lines := readLines(t, path)
+	if len(lines) != 3 {
+		t.Fatalf("%d lines: %q", len(lines), lines)
+	}
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Fatalf("invalid line %q", l)
+		}
+	}
+
+	gz := filepath.Join(dir, "events.jsonl.gz")
+	s = newSink(t, "path: "+gz+"\ncompression: gzip\n")
+	s.Write(context.Background(), recs(0, 2))
+	s.Close(context.Background())
+	s = newSink(t, "path: "+gz+"\ncompression: gzip\n")
+	s.Write(context.Background(), recs(2, 1))
+	s.Close(context.Background())
+	rotated, _ := filepath.Glob(filepath.Join(dir, "events.*.jsonl.gz"))
+	if len(rotated) != 1 || len(readLines(t, rotated[0])) != 2 || len(readLines(t, gz)) != 1 {
+		t.Fatalf("gzip restart: rotated %v", rotated)
+	}
+}
