@@ -219,3 +219,43 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("second run: %v\n%s", err, out)
 	}
 }
+
+// dry-run of a Kafka sink behind the avro transform shows, per record, the
+// topic, the key, the headers and the Avro value decoded back to JSON. No
+// broker or registry is contacted.
+func TestDryRunKafkaGolden(t *testing.T) {
+	journal, _ := filepath.Abs("../../testdata/flux/journal-active-only-not-full.jsonl")
+	path, _ := config(t, `
+cluster: demo
+sources:
+  flux:
+    type: replay
+    path: `+journal+`
+    user_lookup: none
+    include: {jobspec: never, R: never}
+transforms:
+  avro:
+    type: avro
+    inputs: [flux]
+    registry: {urls: ["http://registry.invalid:8081"], subject: flux-jobs-value}
+sinks:
+  kafka:
+    type: kafka
+    inputs: [avro]
+    brokers: [kafka.invalid:9092]
+    topic: "flux.{{cluster}}.{{kind}}"
+    headers: {site: example}
+`)
+	code, out, errOut := runCLI(t, "dry-run", "-c", path)
+	if code != 0 {
+		t.Fatalf("dry-run: %d %s", code, errOut)
+	}
+	golden(t, "dry-run-kafka.golden", out)
+	first := strings.SplitN(out, "\n", 2)[0]
+	for _, want := range []string{"[kafka] topic=flux.demo.event key=1671933460480 ", "fluxstream-id=1671933460480:submit:",
+		"content-type=application/vnd.confluent.avro", "site=example", ` value={"kind":"event","id":"1671933460480:submit:`} {
+		if !strings.Contains(first, want) {
+			t.Errorf("first line lacks %q:\n%s", want, first)
+		}
+	}
+}

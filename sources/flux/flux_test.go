@@ -360,19 +360,34 @@ func TestActiveOnly(t *testing.T) {
 	}
 }
 
+// A user who is not the instance owner is refused, at connect (guests not
+// allowed, the default) or by the journal (guests allowed): fluxstream stops
+// and says why, instead of retrying forever.
 func TestNotOwner(t *testing.T) {
-	h := newHarness(t)
-	h.broker.Refuse(syscall.EPERM, "Request requires owner credentials")
-	h.start("")
-	var err error
-	select {
-	case err = <-h.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("source kept retrying a permission error")
-	}
-	want := "source flux: job-manager.events-journal: Request requires owner credentials (EPERM): fluxstream must run as the Flux instance owner"
-	if err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Fatalf("err = %v\nwant %s...", err, want)
+	for _, tc := range []struct {
+		name   string
+		refuse func(b *fluxtest.Broker)
+		want   string
+	}{
+		{"at connect", func(b *fluxtest.Broker) { b.RejectConnections(syscall.EPERM) },
+			"source flux: connect to flux at local://"},
+		{"by the journal", func(b *fluxtest.Broker) { b.Refuse(syscall.EPERM, "Request requires owner credentials") },
+			"source flux: job-manager.events-journal: Request requires owner credentials (EPERM): fluxstream must run as the Flux instance owner"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			tc.refuse(h.broker)
+			h.start("")
+			var err error
+			select {
+			case err = <-h.done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("source kept retrying a permission error")
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) || !strings.Contains(err.Error(), "must run as the Flux instance owner") {
+				t.Fatalf("err = %v\nwant %s...", err, tc.want)
+			}
+		})
 	}
 }
 
