@@ -416,3 +416,15 @@ sinks:
 		}
 	}
 }
+
+func TestTLS(t *testing.T) {
+	cluster := kafkatest.Start(t, kafkatest.Options{Brokers: 1, Topics: map[string]int{topic: 1}, TLS: true})
+	base := fmt.Sprintf("brokers: [%s]\ntopic: %s\ndial_timeout: 2s\n", cluster.Addrs()[0], topic)
+	if err := prepare(t, base+"tls: {enabled: true, ca_file: "+cluster.CAFile()+"}\n"); err != nil {
+		t.Fatalf("with the CA: %v", err)
+	}
+	err := prepare(t, base+"tls: {enabled: true}\n")
+	if err == nil || !strings.Contains(err.Error(), "TLS handshake failed (check tls:)") {
+		t.Fatalf("unknown CA: %v", err)
+	}
+}

@@ -463,3 +463,65 @@ func TestRestartUsesCheckpoint(t *testing.T) {
 		t.Fatalf("purge records after restart: %v", purged)
 	}
 }
+
+// allow and deny go to Flux as the journal filters; the records follow.
+func TestAllowDeny(t *testing.T) {
+	h := newHarness(t)
+	h.in.SeekTo(h.in.PosAfterResponses(fluxtest.ScenarioPurgeAfter))
+	want, _ := recordedEvents(t, "journal-backlog-full-allow-submit-finish-clean.jsonl")
+	h.start("allow: [submit, finish, clean]\ndeny: [memo]")
+	recs := h.waitRecords(len(want))
+	time.Sleep(50 * time.Millisecond)
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if req := h.broker.Requests()[1]; req.Payload != `{"full":true,"allow":{"clean":1,"finish":1,"submit":1},"deny":{"memo":1}}` {
+		t.Fatalf("journal request %s", req.Payload)
+	}
+	if len(h.sink.all()) != len(want) {
+		t.Fatalf("%d records, want %d", len(h.sink.all()), len(want))
+	}
+	for _, r := range recs {
+		if n := r.Event.Name; n != "submit" && n != "finish" && n != "clean" {
+			t.Fatalf("event %s passed the filter", n)
+		}
+	}
+}
+
+// The broker goes down (socket gone) and comes back: the source retries
+// with backoff, reconnects, and emits only what it had not.
+func TestBrokerRestart(t *testing.T) {
+	h := newHarness(t)
+	h.in.SeekTo(100)
+	h.start("")
+	h.waitStream()
+	first := len(h.waitRecords(1))
+	h.broker.Stop()
+	h.in.Step(100) // the instance goes on while fluxstream cannot reach it
+	time.Sleep(150 * time.Millisecond)
+	if err := h.broker.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitStream()
+	h.in.Step(h.in.Len())
+	time.Sleep(300 * time.Millisecond)
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, r := range h.sink.all() {
+		seen[r.ID]++
+	}
+	committed := h.committed()
+	for id := range committed {
+		if seen[id] == 0 {
+			t.Errorf("committed event %s lost over the broker restart", id)
+		}
+	}
+	for id, n := range seen {
+		if n > 1 {
+			t.Errorf("%s emitted %d times", id, n)
+		}
+	}
+	_ = first
+}

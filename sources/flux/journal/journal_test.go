@@ -254,3 +254,38 @@ func FuzzConsumer(f *testing.F) {
 		}
 	})
 }
+
+func TestIncludePolicies(t *testing.T) {
+	backlog := lines(t, "journal-backlog-full-before-purge.jsonl")[:1] // job "early", 14 events
+	for _, tc := range []struct {
+		include                 Include
+		jobspecs, rs, eventlogs int
+	}{
+		{DefaultInclude(), 1, 1, 0},
+		{Include{Jobspec: IncludeAlways, R: IncludeAlways, Eventlog: IncludeAlways}, 14, 10, 14},
+		{Include{Jobspec: IncludeNever, R: IncludeNever, Eventlog: IncludeNever}, 0, 0, 0},
+	} {
+		c := NewConsumer(Options{Logger: quiet(), Include: tc.include}, nil)
+		c.StartStream(true)
+		recs := feed(c, backlog)
+		c.Close()
+		js, rs, els := 0, 0, 0
+		for i, r := range recs {
+			if r.Jobspec != nil {
+				js++
+			}
+			if r.R != nil {
+				rs++
+			}
+			if r.Eventlog != nil {
+				els++
+				if len(r.Eventlog) != i+1 || r.Eventlog[i].Name != r.Event.Name {
+					t.Fatalf("record %d carries %d events", i, len(r.Eventlog))
+				}
+			}
+		}
+		if js != tc.jobspecs || rs != tc.rs || els != tc.eventlogs {
+			t.Errorf("%+v: jobspec on %d, R on %d, eventlog on %d records; want %d, %d, %d", tc.include, js, rs, els, tc.jobspecs, tc.rs, tc.eventlogs)
+		}
+	}
+}
