@@ -6,7 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -257,5 +261,47 @@ sinks:
 		if !strings.Contains(first, want) {
 			t.Errorf("first line lacks %q:\n%s", want, first)
 		}
+	}
+}
+
+// run --uri streams an instance to stdout with throwaway state.
+func TestRunURI(t *testing.T) {
+	in, err := fluxtest.Scenario("../../testdata/flux")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.SeekTo(in.Len())
+	b, err := fluxtest.NewBroker(t.TempDir(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	home := t.TempDir()
+	cmd := fluxstreamCmd(t, t.TempDir(), "run", "--uri", b.URI(), "--format", "text")
+	cmd.Env = append(cmd.Env, "HOME="+home, "XDG_STATE_HOME=", "STATE_DIRECTORY=")
+	var out syncBuffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, r := range in.Backlog(in.Len(), true) {
+		want += len(r.Events)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(out.String(), "\n") < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	// The final backlog: 15 jobs still in Flux plus the two later ones.
+	if len(lines) != want || want != 234 || !strings.Contains(lines[0], "submit") {
+		t.Fatalf("%d lines, first %q", len(lines), lines[0])
+	}
+	if entries, _ := os.ReadDir(home); len(entries) != 0 {
+		t.Fatalf("run --uri left state in the home directory: %v", entries)
 	}
 }

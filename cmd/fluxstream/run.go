@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -73,6 +74,16 @@ With no config, run replays a recorded Flux journal shipped in the binary into
 					return configError(fmt.Errorf("unknown --format %q (json, text)", format))
 				}
 				graph, err = buildInline("--uri", fmt.Sprintf(quickConfig, uri, format))
+				if err == nil && dataDir == "" {
+					// A look at an instance: its own throwaway state, so it
+					// never marks events as delivered for a real pipeline.
+					tmp, terr := os.MkdirTemp("", "fluxstream-watch-")
+					if terr != nil {
+						return terr
+					}
+					defer os.RemoveAll(tmp)
+					dataDir = tmp
+				}
 			default:
 				demo = true
 				dir, _ := filepath.Abs(demoDir)
