@@ -208,7 +208,9 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 	b.entryHint.Store(int64(min(hint, 64<<10)))
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for b.sp.Bytes()+size > int64(b.cfg.MaxBytes) && !b.closed {
+	// A batch larger than the whole bound still goes into an empty spool,
+	// or it would wait forever.
+	for b.sp.Bytes()+size > int64(b.cfg.MaxBytes) && b.sp.Len() > 0 && !b.closed {
 		if b.cfg.WhenFull == "drop_oldest" {
 			dropped, cursor, err := b.sp.DropOldest(size)
 			if err != nil {

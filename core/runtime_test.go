@@ -421,3 +421,30 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A batch bigger than the whole spool bound is taken by an empty spool
+// rather than waiting forever.
+func TestOversizedBatchFitsEmptySpool(t *testing.T) {
+	g, inst := mustBuild(t, `
+sources:
+  gen: {type: gen, count: 30000, batch: 30000}
+sinks:
+  s:
+    type: mem
+    inputs: [gen]
+    buffer: {max_bytes: 1MiB}
+`)
+	done := make(chan error, 1)
+	go func() { done <- runPipeline(t, g, core.RunOptions{}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a batch larger than max_bytes blocked the pipeline")
+	}
+	if n := len(inst.sinks["s"].Got()); n != 30000 {
+		t.Fatalf("delivered %d", n)
+	}
+}
