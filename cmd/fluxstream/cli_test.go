@@ -266,16 +266,8 @@ sinks:
 
 // run --uri streams an instance to stdout with throwaway state.
 func TestRunURI(t *testing.T) {
-	in, err := fluxtest.Scenario("../../testdata/flux")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, in := fluxtest.StartScenario(t, "../../testdata/flux")
 	in.SeekTo(in.Len())
-	b, err := fluxtest.NewBroker(t.TempDir(), in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	home := t.TempDir()
 	cmd := fluxstreamCmd(t, t.TempDir(), "run", "--uri", b.URI(), "--format", "text")
 	cmd.Env = append(cmd.Env, "HOME="+home, "XDG_STATE_HOME=", "STATE_DIRECTORY=")

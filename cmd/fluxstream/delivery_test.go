@@ -63,15 +63,7 @@ type deliveryRig struct {
 
 func newDeliveryRig(t *testing.T, sinks string) *deliveryRig {
 	t.Helper()
-	in, err := fluxtest.Scenario(testdata)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := fluxtest.NewBroker(t.TempDir(), in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b, in := fluxtest.StartScenario(t, testdata)
 	dir := t.TempDir()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("FXS_TEST_SEED"); s != "" {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/internal/kafkatest"
 	"github.com/fluxstream/fluxstream/internal/srtest"
 	"github.com/fluxstream/fluxstream/schemas"
@@ -34,7 +34,7 @@ const (
 	topic    = "flux.test.jobs"
 )
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return coretest.Quiet() }
 
 func registry() *core.Registry {
 	r := core.NewRegistry()
@@ -48,15 +48,7 @@ func registry() *core.Registry {
 
 func build(t testing.TB, yaml string) *core.Graph {
 	t.Helper()
-	cfg, err := core.LoadConfig("test.yaml", []byte(yaml), core.LoadOptions{Environ: []string{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := core.Build(cfg, registry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g
+	return coretest.Build(t, registry(), yaml)
 }
 
 // fileRecords reads a file sink's output: record id -> JSON line.

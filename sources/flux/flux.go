@@ -69,10 +69,8 @@ func (c *Config) Validate() error {
 	if c.Reconnect.InitialBackoff <= 0 || c.Reconnect.MaxBackoff < c.Reconnect.InitialBackoff {
 		errs = append(errs, core.Fieldf("reconnect", "want 0 < initial_backoff <= max_backoff"))
 	}
-	switch c.UserLookup {
-	case users.ModeGetent, users.ModeFiles, users.ModeNone:
-	default:
-		errs = append(errs, core.Fieldf("user_lookup", "unknown mode %q (getent, files, none)", c.UserLookup))
+	if err := users.CheckMode(c.UserLookup); err != nil {
+		errs = append(errs, core.Fieldf("user_lookup", "%v", err))
 	}
 	if err := c.Include.Validate(); err != nil {
 		errs = append(errs, err)

@@ -3,58 +3,26 @@ package flux_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/sources/flux"
 	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
 )
 
 const testdata = "../../testdata/flux"
 
-// collector is a sink that keeps what it receives.
-type collector struct {
-	mu   sync.Mutex
-	recs []*core.Record
-}
-
-func (c *collector) Write(_ context.Context, batch []*core.Record) error {
-	c.mu.Lock()
-	c.recs = append(c.recs, batch...)
-	c.mu.Unlock()
-	return nil
-}
-
-func (c *collector) Close(context.Context) error { return nil }
-
-func (c *collector) all() []*core.Record {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*core.Record(nil), c.recs...)
-}
-
-// ids lists record ids in arrival order.
-func (c *collector) ids() []string {
-	var out []string
-	for _, r := range c.all() {
-		out = append(out, r.ID)
-	}
-	return out
-}
-
 type harness struct {
 	t       *testing.T
 	in      *fluxtest.Instance
 	broker  *fluxtest.Broker
-	sink    *collector
+	sink    *coretest.Collector
 	dataDir string
 	cancel  context.CancelFunc
 	done    chan error
@@ -62,15 +30,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	in, err := fluxtest.Scenario(testdata)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := fluxtest.NewBroker(t.TempDir(), in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b, in := fluxtest.StartScenario(t, testdata)
 	return &harness{t: t, in: in, broker: b, dataDir: t.TempDir()}
 }
 
@@ -78,13 +38,10 @@ func newHarness(t *testing.T) *harness {
 // config lines.
 func (h *harness) start(extra string) {
 	h.t.Helper()
-	h.sink = &collector{}
+	h.sink = &coretest.Collector{}
 	reg := core.NewRegistry()
 	flux.Register(reg)
-	sink := h.sink
-	reg.RegisterSink("collect", "test", func(nc *core.NodeConfig) (core.Sink, error) {
-		return sink, nc.Decode(&struct{}{})
-	})
+	h.sink.Register(reg)
 	yaml := fmt.Sprintf(`
 cluster: test
 sources:
@@ -100,18 +57,11 @@ sinks:
     inputs: [flux]
     buffer: {sync_interval: 5ms}
 `, h.broker.URI(), indent(extra))
-	cfg, err := core.LoadConfig("test.yaml", []byte(yaml), core.LoadOptions{Environ: []string{}})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	g, err := core.Build(cfg, reg)
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	g := coretest.Build(h.t, reg, yaml)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.done = make(chan error, 1)
-	p := core.NewPipeline(g, core.RunOptions{DataDir: h.dataDir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ShutdownTimeout: 2 * time.Second})
+	p := core.NewPipeline(g, core.RunOptions{DataDir: h.dataDir, Logger: coretest.Quiet(), ShutdownTimeout: 2 * time.Second})
 	go func() { h.done <- p.Run(ctx) }()
 }
 
@@ -154,7 +104,7 @@ func (h *harness) waitRecords(n int) []*core.Record {
 	h.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		recs := h.sink.all()
+		recs := h.sink.All()
 		if len(recs) >= n {
 			return recs
 		}
@@ -249,7 +199,7 @@ func TestLateConsumer(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := map[string]bool{}
-			for _, r := range h.sink.all() {
+			for _, r := range h.sink.All() {
 				if got[r.ID] {
 					t.Errorf("duplicate %s", r.ID)
 				}
@@ -286,7 +236,7 @@ func TestReconnectEmitsOnlyNew(t *testing.T) {
 	// (volatile by nature); every committed event arrives exactly once.
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if n := len(h.sink.all()); n >= 300 {
+		if n := len(h.sink.All()); n >= 300 {
 			time.Sleep(200 * time.Millisecond)
 			break
 		}
@@ -296,7 +246,7 @@ func TestReconnectEmitsOnlyNew(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[string]int{}
-	for _, r := range h.sink.all() {
+	for _, r := range h.sink.All() {
 		got[r.ID]++
 	}
 	for id, n := range got {
@@ -438,7 +388,7 @@ func TestRestartUsesCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	firstIDs := map[string]bool{}
-	for _, r := range h.sink.all() {
+	for _, r := range h.sink.All() {
 		firstIDs[r.ID] = true
 	}
 	_ = first
@@ -449,7 +399,7 @@ func TestRestartUsesCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	var purged []string
-	for _, r := range h.sink.all() {
+	for _, r := range h.sink.All() {
 		if firstIDs[r.ID] {
 			t.Errorf("%s emitted again after restart", r.ID)
 		}
@@ -478,8 +428,8 @@ func TestAllowDeny(t *testing.T) {
 	if req := h.broker.Requests()[1]; req.Payload != `{"full":true,"allow":{"clean":1,"finish":1,"submit":1},"deny":{"memo":1}}` {
 		t.Fatalf("journal request %s", req.Payload)
 	}
-	if len(h.sink.all()) != len(want) {
-		t.Fatalf("%d records, want %d", len(h.sink.all()), len(want))
+	if len(h.sink.All()) != len(want) {
+		t.Fatalf("%d records, want %d", len(h.sink.All()), len(want))
 	}
 	for _, r := range recs {
 		if n := r.Event.Name; n != "submit" && n != "finish" && n != "clean" {
@@ -509,7 +459,7 @@ func TestBrokerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]int{}
-	for _, r := range h.sink.all() {
+	for _, r := range h.sink.All() {
 		seen[r.ID]++
 	}
 	committed := h.committed()

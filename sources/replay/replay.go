@@ -78,10 +78,8 @@ func (c *Config) Validate() error {
 	if c.Speed <= 0 || math.IsInf(c.Speed, 0) || math.IsNaN(c.Speed) {
 		errs = append(errs, core.Fieldf("speed", "must be a positive number"))
 	}
-	switch c.UserLookup {
-	case users.ModeGetent, users.ModeFiles, users.ModeNone:
-	default:
-		errs = append(errs, core.Fieldf("user_lookup", "unknown mode %q (getent, files, none)", c.UserLookup))
+	if err := users.CheckMode(c.UserLookup); err != nil {
+		errs = append(errs, core.Fieldf("user_lookup", "%v", err))
 	}
 	if err := c.Include.Validate(); err != nil {
 		errs = append(errs, err)

@@ -3,15 +3,14 @@ package replay_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/sources/flux"
 	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
 	"github.com/fluxstream/fluxstream/sources/replay"
@@ -19,44 +18,18 @@ import (
 
 const testdata = "../../testdata/flux"
 
-type collector struct {
-	mu   sync.Mutex
-	recs []*core.Record
-}
-
-func (c *collector) Write(_ context.Context, batch []*core.Record) error {
-	c.mu.Lock()
-	c.recs = append(c.recs, batch...)
-	c.mu.Unlock()
-	return nil
-}
-func (c *collector) Close(context.Context) error { return nil }
-
-func (c *collector) all() []*core.Record {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*core.Record(nil), c.recs...)
-}
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return coretest.Quiet() }
 
 // pipeline runs sourceYAML (one source named "src") into a collector.
-func pipeline(t *testing.T, sourceYAML, dataDir string) (*core.Pipeline, *collector, func() error) {
+func pipeline(t *testing.T, sourceYAML, dataDir string) (*core.Pipeline, *coretest.Collector, func() error) {
 	t.Helper()
 	reg := core.NewRegistry()
 	replay.Register(reg)
 	flux.Register(reg)
-	col := &collector{}
-	reg.RegisterSink("collect", "test", func(nc *core.NodeConfig) (core.Sink, error) { return col, nc.Decode(&struct{}{}) })
+	col := &coretest.Collector{}
+	col.Register(reg)
 	yaml := "cluster: test\nsources:\n  src:\n" + indent(sourceYAML) + "sinks:\n  out:\n    type: collect\n    inputs: [src]\n    buffer: {type: memory}\n"
-	cfg, err := core.LoadConfig("test.yaml", []byte(yaml), core.LoadOptions{Environ: []string{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := core.Build(cfg, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := coretest.Build(t, reg, yaml)
 	p := core.NewPipeline(g, core.RunOptions{DataDir: dataDir, Logger: quiet(), ShutdownTimeout: 5 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -111,7 +84,7 @@ func TestEveryFixture(t *testing.T) {
 			}
 			events, purges := 0, 0
 			jobs := map[uint64]bool{}
-			for _, r := range col.all() {
+			for _, r := range col.All() {
 				switch r.Kind {
 				case core.KindEvent:
 					events++
@@ -133,22 +106,14 @@ func TestEveryFixture(t *testing.T) {
 // the same stream (purge time aside: the flux source dates it by the wall
 // clock, a replay by the journal).
 func TestReplayEqualsFlux(t *testing.T) {
-	in, err := fluxtest.Scenario(testdata)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := fluxtest.NewBroker(t.TempDir(), in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b, in := fluxtest.StartScenario(t, testdata)
 	p, fromFlux, _ := pipeline(t, fmt.Sprintf("type: flux\nuri: %s\nuser_lookup: none\n", b.URI()), t.TempDir())
 	for b.Streams() == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	in.Step(in.Len())
 	deadline := time.Now().Add(10 * time.Second)
-	for len(fromFlux.all()) < 381 && time.Now().Before(deadline) {
+	for len(fromFlux.All()) < 381 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	_ = p
@@ -173,8 +138,8 @@ func TestReplayEqualsFlux(t *testing.T) {
 		}
 		return events, purges
 	}
-	ea, pa := split(fromFlux.all())
-	er, pr := split(fromReplay.all())
+	ea, pa := split(fromFlux.All())
+	er, pr := split(fromReplay.All())
 	if len(ea) != 373 || len(er) != 373 || len(pa) != 8 || len(pr) != 8 {
 		t.Fatalf("flux %d events %d purges, replay %d and %d; want 373 and 8", len(ea), len(pa), len(er), len(pr))
 	}
@@ -200,7 +165,7 @@ func TestRecordedPace(t *testing.T) {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
-	recs := col.all()
+	recs := col.All()
 	// The live part of this recording spans about 1.2 s: 12 ms at 100x.
 	first, last := 0.0, 0.0
 	for _, r := range recs[12:] {
@@ -223,7 +188,7 @@ func TestReplayTwice(t *testing.T) {
 		if err := wait(); err != nil {
 			t.Fatal(err)
 		}
-		if n := len(col.all()); n != want {
+		if n := len(col.All()); n != want {
 			t.Fatalf("run %d emitted %d, want %d", run+1, n, want)
 		}
 	}

@@ -48,17 +48,7 @@ func fakeSSH(args []string) int {
 const testdata = "../../../testdata/flux"
 
 func startBroker(t *testing.T) (*fluxtest.Broker, *fluxtest.Instance) {
-	t.Helper()
-	in, err := fluxtest.Scenario(testdata)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := fluxtest.NewBroker(t.TempDir(), in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	return b, in
+	return fluxtest.StartScenario(t, testdata)
 }
 
 func readStream(t *testing.T, call *Call, until func(wire.Message) bool) []wire.Message {

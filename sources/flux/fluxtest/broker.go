@@ -133,15 +133,20 @@ func (b *Broker) CloseAfter(n int) {
 	b.mu.Unlock()
 }
 
-// DropConnections closes every client connection abruptly.
-func (b *Broker) DropConnections() {
+// connections is a snapshot of the open client connections.
+func (b *Broker) connections() []*conn {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	conns := make([]*conn, 0, len(b.conns))
 	for c := range b.conns {
 		conns = append(conns, c)
 	}
-	b.mu.Unlock()
-	for _, c := range conns {
+	return conns
+}
+
+// DropConnections closes every client connection abruptly.
+func (b *Broker) DropConnections() {
+	for _, c := range b.connections() {
 		c.close()
 	}
 }
@@ -149,13 +154,7 @@ func (b *Broker) DropConnections() {
 // Unload ends every journal stream with ENODATA, as unloading the
 // job-manager does; connections stay up.
 func (b *Broker) Unload() {
-	b.mu.Lock()
-	conns := make([]*conn, 0, len(b.conns))
-	for c := range b.conns {
-		conns = append(conns, c)
-	}
-	b.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range b.connections() {
 		c.endStreams()
 	}
 }

@@ -393,14 +393,8 @@ func (in *Instance) PosAfterEvent(id int64, name string) int {
 
 // Streams is the number of journal streams being served.
 func (b *Broker) Streams() int {
-	b.mu.Lock()
-	conns := make([]*conn, 0, len(b.conns))
-	for c := range b.conns {
-		conns = append(conns, c)
-	}
-	b.mu.Unlock()
 	n := 0
-	for _, c := range conns {
+	for _, c := range b.connections() {
 		c.mu.Lock()
 		n += len(c.streams)
 		c.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"testing"
 )
 
 // Positions in the recorded scenario, counted in journal responses of
@@ -45,4 +46,20 @@ func Scenario(dir string) (*Instance, error) {
 		return nil, err
 	}
 	return NewInstance(items, ref), nil
+}
+
+// StartScenario serves the recorded scenario (dir is testdata/flux) on a
+// new broker that the test's cleanup closes.
+func StartScenario(t testing.TB, dir string) (*Broker, *Instance) {
+	t.Helper()
+	in, err := Scenario(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewBroker(t.TempDir(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b, in
 }

@@ -296,28 +296,23 @@ func (c *Consumer) eventRecord(j *job, ev core.Event) *core.Record {
 		Event:   &ev,
 		Job:     &snap,
 	}
-	switch c.opts.Include.Jobspec {
-	case IncludeAlways:
-		r.Jobspec = j.state.Jobspec()
-	case IncludeOnChange:
-		if !j.sentJobspec {
-			r.Jobspec = j.state.Jobspec()
-			j.sentJobspec = r.Jobspec != nil
-		}
-	}
-	switch c.opts.Include.R {
-	case IncludeAlways:
-		r.R = j.state.R()
-	case IncludeOnChange:
-		if !j.sentR {
-			r.R = j.state.R()
-			j.sentR = r.R != nil
-		}
-	}
+	r.Jobspec = include(c.opts.Include.Jobspec, &j.sentJobspec, j.state.Jobspec())
+	r.R = include(c.opts.Include.R, &j.sentR, j.state.R())
 	if c.opts.Include.Eventlog == IncludeAlways {
 		r.Eventlog = j.eventlog[:len(j.eventlog):len(j.eventlog)]
 	}
 	return r
+}
+
+// include returns raw data for a record under policy; sent tracks, for
+// on-change, whether the current value already went out.
+func include(policy string, sent *bool, raw json.RawMessage) json.RawMessage {
+	switch {
+	case policy == IncludeAlways, policy == IncludeOnChange && !*sent:
+		*sent = raw != nil
+		return raw
+	}
+	return nil
 }
 
 // endOfBacklog: with full:true, every job Flux still has was in the

@@ -10,6 +10,7 @@ package users
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
 	"os/user"
 	"strconv"
@@ -24,6 +25,15 @@ const (
 	ModeFiles  = "files"  // /etc/passwd only
 	ModeNone   = "none"   // never resolve
 )
+
+// CheckMode returns an error naming the modes when mode is not one.
+func CheckMode(mode string) error {
+	switch mode {
+	case ModeGetent, ModeFiles, ModeNone:
+		return nil
+	}
+	return fmt.Errorf("unknown mode %q (getent, files, none)", mode)
+}
 
 // Resolver resolves and caches user names. Safe for concurrent use.
 type Resolver struct {
