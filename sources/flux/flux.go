@@ -297,7 +297,13 @@ func (s *Source) session(ctx context.Context, out core.Emitter) (done bool, err 
 		}
 		if eerr := emit(); eerr != nil {
 			s.cancel(conn, call)
-			return false, eerr
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			// The pipeline cannot take records (a spool cannot write):
+			// stop rather than read Flux into nowhere. What was not
+			// taken comes again from the backlog after a restart.
+			return false, errFatal{fmt.Errorf("pipeline refused records: %w", eerr)}
 		}
 		if err != nil {
 			return false, err
