@@ -163,7 +163,7 @@ func Build(cfg *Config, reg *Registry) (*Graph, error) {
 		}
 		errs = append(errs, cycle[0].Errorf("inputs", "cycle: %s", strings.Join(names, " -> ")))
 	}
-	if len(cfg.Nodes) > 0 && len(g.ofKindIn(nodes, KindSource)) == 0 {
+	if len(cfg.Nodes) > 0 && !slices.ContainsFunc(nodes, func(n *Node) bool { return n.Kind == KindSource }) {
 		errs = append(errs, &ConfigError{File: cfg.File, Msg: "no sources: add one under sources:"})
 	}
 	if len(cfg.Nodes) == 0 {
@@ -174,16 +174,6 @@ func Build(cfg *Config, reg *Registry) (*Graph, error) {
 	}
 	g.Nodes = order
 	return g, nil
-}
-
-func (g *Graph) ofKindIn(nodes []*Node, kind string) []*Node {
-	var out []*Node
-	for _, n := range nodes {
-		if n.Kind == kind {
-			out = append(out, n)
-		}
-	}
-	return out
 }
 
 func checkImpl(nc *NodeConfig, impl any) *ConfigError {

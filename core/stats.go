@@ -18,7 +18,7 @@ type SinkStats struct {
 	BufferDropped atomic.Int64 // records given up by when_full: drop_oldest
 }
 
-// Snapshot is a plain copy of the counters of one node.
+// StatsSnapshot is a plain copy of the counters of one node.
 type StatsSnapshot struct {
 	Node, Kind                   string
 	In, Out, Dropped, Errors     int64

@@ -69,12 +69,6 @@ func Marshal(r *core.Record) ([]byte, error) {
 	return core.AppendAvro(make([]byte, 0, 512), r), nil
 }
 
-// marshalReflect is Marshal through hamba's reflection encoder: the
-// reference the hand-written encoder is tested against.
-func marshalReflect(r *core.Record) ([]byte, error) {
-	return api.Marshal(RecordSchema, toAvro(r))
-}
-
 // AppendConfluent appends the Confluent wire format of r: magic byte 0,
 // the schema id, the Avro body.
 func AppendConfluent(dst []byte, schemaID int, r *core.Record) ([]byte, error) {
