@@ -314,6 +314,14 @@ func TestConnectErrors(t *testing.T) {
 	if err := prepare(t, base+"sasl: {mechanism: PLAIN, username: fluxstream, password: right}\n"); err != nil {
 		t.Fatalf("right password: %v", err)
 	}
+
+	for _, mech := range []string{kafkatest.ScramSHA256, kafkatest.ScramSHA512} {
+		scram := kafkatest.User{Mechanism: mech, Name: "fs", Password: "pw"}
+		c := kafkatest.Start(t, kafkatest.Options{Brokers: 1, Topics: map[string]int{topic: 1}, Users: []kafkatest.User{scram}})
+		if err := prepare(t, fmt.Sprintf("brokers: [%s]\ntopic: %s\nsasl: {mechanism: %s, username: fs, password: pw}\n", c.Addrs()[0], topic, mech)); err != nil {
+			t.Fatalf("%s: %v", mech, err)
+		}
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
