@@ -223,7 +223,7 @@ func optRaw(b []byte, name string, raw json.RawMessage) []byte {
 // appendRaw appends raw JSON compacted, as encoding/json does: a JSON
 // line must hold no newline.
 func appendRaw(b []byte, raw json.RawMessage) []byte {
-	if bytes.IndexAny(raw, " \t\r\n") < 0 {
+	if !bytes.ContainsAny(raw, " \t\r\n") {
 		return append(b, raw...)
 	}
 	var buf bytes.Buffer

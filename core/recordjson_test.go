@@ -2,6 +2,7 @@ package core
 
 import (
 	"encoding/json"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -105,7 +106,7 @@ func TestAppendFloatAndString(t *testing.T) {
 
 func FuzzAppendJSON(f *testing.F) {
 	f.Add("id", "submit", 1795394498.456534, []byte(`{"userid":6001}`))
-	f.Add("\xff", "\u2028", -0.0, []byte(` { "a" : [ 1 ] } `))
+	f.Add("\xff", "\u2028", math.Copysign(0, -1), []byte(` { "a" : [ 1 ] } `))
 	f.Fuzz(func(t *testing.T, id, name string, ts float64, ctx []byte) {
 		if !json.Valid(ctx) {
 			ctx = nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // StateDB is the process's durable state: one bbolt file in the data
@@ -23,7 +24,7 @@ type StateDB struct {
 func OpenStateDB(path string) (*StateDB, error) {
 	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("state %s is locked by another fluxstream process (one data_dir per process)", path)
 		}
 		return nil, fmt.Errorf("open state %s: %w", path, err)

@@ -26,7 +26,6 @@ type rnode struct {
 	rank  uint32
 	cores []idRange
 	gpus  []idRange
-	host  string
 }
 
 // maxRanks bounds the nodes of one R, so a hostile R cannot make us
