@@ -138,6 +138,14 @@ func (c *client) next() wire.Message {
 // The broker speaks the recorded framing: the same flags, ids and payload
 // shapes as the capture, backlog then sentinel then live, purge events to
 // subscribers, ENODATA on cancel.
+//
+// Only what the broker promises is asserted about order: the responses of
+// one stream come in order (backlog, sentinel, live). The response to
+// event.subscribe is another RPC and may come anywhere among them, and a
+// broker event travels apart from journal responses, so the purge event
+// and the live response before it may arrive either way round. The test
+// waits for the subscribe response before the purge happens: an event
+// published before the subscription took effect is not delivered.
 func TestBrokerProtocol(t *testing.T) {
 	in := scenario(t)
 	b, err := NewBroker(t.TempDir(), in)
@@ -145,23 +153,38 @@ func TestBrokerProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	in.SeekTo(in.PosAfterResponses(ScenarioPurgeAfter) - 1) // just before the purge event... and one response
+	in.SeekTo(in.PosAfterResponses(ScenarioPurgeAfter) - 1) // just before the last response before the purge event
 	c := dial(t, b)
 	c.request("job-manager.events-journal", `{"full":true}`, 1, wire.FlagPayload|wire.FlagStreaming)
 	c.request("event.subscribe", `{"topic": "job-purge-inactive"}`, 2, wire.FlagPayload)
 
+	subscribed := false
+	// take handles the subscribe response wherever it comes; it reports
+	// whether m was something else.
+	take := func(m wire.Message) bool {
+		t.Helper()
+		if m.Topic != "event.subscribe" {
+			return true
+		}
+		if subscribed || m.Type != wire.Response || m.Errnum() != 0 || m.Matchtag() != 2 || m.Flags != 0x09 {
+			t.Fatalf("subscribe response %+v (a second one: %v)", m, subscribed)
+		}
+		subscribed = true
+		return false
+	}
+	checkJournal := func(m wire.Message) {
+		t.Helper()
+		if m.Type != wire.Response || m.Flags != 0x4b || m.UserID != OwnerUserID || m.Rolemask != 5 || m.Matchtag() != 1 || m.Errnum() != 0 {
+			t.Fatalf("journal response header %+v", m)
+		}
+	}
 	var backlog int
 	for {
 		m := c.next()
-		if m.Topic == "event.subscribe" {
-			if m.Errnum() != 0 || m.Matchtag() != 2 {
-				t.Fatalf("subscribe response %+v", m)
-			}
+		if !take(m) {
 			continue
 		}
-		if m.Flags != 0x4b || m.UserID != OwnerUserID || m.Rolemask != 5 || m.Matchtag() != 1 {
-			t.Fatalf("journal response header %+v", m)
-		}
+		checkJournal(m)
 		if m.String() == `{"id":-1,"events":[]}` {
 			break
 		}
@@ -170,12 +193,29 @@ func TestBrokerProtocol(t *testing.T) {
 	if backlog != 23 {
 		t.Fatalf("backlog of %d jobs, want 23", backlog)
 	}
-	in.Step(2) // the last response before the purge, then the purge
-	if m := c.next(); m.Type != wire.Response {
-		t.Fatalf("want a live response, got %+v", m)
+	for !subscribed {
+		if m := c.next(); take(m) {
+			t.Fatalf("before the subscribe response, with nothing happening on the instance: %+v", m)
+		}
 	}
-	ev := c.next()
-	if ev.Type != wire.Event || ev.Topic != "job-purge-inactive" || ev.Seq() != ScenarioPurgeSeq || ev.Flags != 0x0b ||
+	in.Step(2) // the last response before the purge, then the purge
+	var live, ev *wire.Message
+	for live == nil || ev == nil {
+		m := c.next()
+		switch {
+		case m.Type == wire.Event && ev == nil:
+			ev = &m
+		case m.Type == wire.Response && live == nil:
+			checkJournal(m)
+			live = &m
+		default:
+			t.Fatalf("unexpected message %+v", m)
+		}
+	}
+	if want := `{"id":836797202432,"events":[{"timestamp":1795394528.834185,"name":"clean"}]}`; live.String() != want {
+		t.Fatalf("live response %s, want %s", live.String(), want)
+	}
+	if ev.Topic != "job-purge-inactive" || ev.Seq() != ScenarioPurgeSeq || ev.Flags != 0x0b ||
 		len(ev.Route) != 1 || ev.String() != `{"jobs":[349066756096,382369529856,389717950464,398844755968,412165865472,421728878592,438690643968,429664501760]}` {
 		t.Fatalf("purge event %+v %q", ev, ev.String())
 	}
