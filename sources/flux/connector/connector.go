@@ -156,6 +156,9 @@ const handshakeTimeout = 30 * time.Second
 // ErrHandshake wraps a refusal at connect time.
 var ErrHandshake = errors.New("broker refused the connection")
 
+// errClosedEarly: the peer closed before sending the handshake byte.
+var errClosedEarly = fmt.Errorf("%w: closed before the handshake byte", ErrHandshake)
+
 // handshake reads the byte the broker sends on accept (flux-core's usock):
 // 0 is welcome, anything else an errno (EPERM when the user is neither
 // the instance owner nor an allowed guest).
@@ -163,7 +166,7 @@ func handshake(r io.Reader) error {
 	var b [1]byte
 	if _, err := io.ReadFull(r, b[:]); err != nil {
 		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: closed before the handshake byte", ErrHandshake)
+			return errClosedEarly
 		}
 		return fmt.Errorf("handshake: %w", err)
 	}
@@ -238,14 +241,107 @@ func dialSSH(ctx context.Context, u *url.URL, opts Options) (*Conn, error) {
 		herr = errors.New("no handshake from `flux relay` in time")
 	}
 	if herr != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+		// stdout closed before the handshake byte: ssh or the remote
+		// command is exiting; its exit status says which failed.
+		exited := errors.Is(herr, errClosedEarly)
+		code := waitExit(cmd, exited)
+		msg := strings.TrimSpace(stderr.String())
+		if exited {
+			if serr := sshFailure(args, code, msg); serr != nil {
+				return nil, fmt.Errorf("connect to flux at %s: %w", u.Redacted(), serr)
+			}
+			herr = fmt.Errorf("%w (%s exited with status %d)", herr, args[0], code)
+		}
+		if msg != "" {
 			herr = fmt.Errorf("%w; ssh said: %s", herr, msg)
 		}
 		return nil, fmt.Errorf("connect to flux at %s (%s): %w", u.Redacted(), strings.Join(args, " "), herr)
 	}
 	return newConn(pipeRWC{stdout, stdin}, cmd, opts), nil
+}
+
+// waitExit reaps the ssh process and returns its exit status (-1 when it
+// was killed). exiting says it closed its stdout, so it is on its way out:
+// give it a moment to exit by itself before killing it.
+func waitExit(cmd *exec.Cmd, exiting bool) int {
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	if !exiting {
+		cmd.Process.Kill()
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+// ErrRemote marks a failure of ssh or of the remote command that a quick
+// retry will not fix (ssh exit 255: authentication refused, unknown host
+// key, host unreachable; exit 127/126: no runnable flux on the remote
+// PATH). Callers retry it with their longest backoff.
+var ErrRemote = errors.New("ssh could not run flux relay")
+
+// SSHError is why `ssh host flux relay PATH` ended before the relay's
+// handshake, with the tail of what it wrote on stderr.
+type SSHError struct {
+	Command  []string // what was run
+	ExitCode int
+	Stderr   string // last 4 KiB of the process's stderr, trimmed
+}
+
+func (e *SSHError) Error() string {
+	var why string
+	switch e.ExitCode {
+	case 255:
+		why = "ssh failed (exit status 255: authentication refused, host key, or host unreachable)"
+	case 127:
+		why = fmt.Sprintf("the remote command %q was not found (exit status 127); set FLUX_SSH_RCMD to the path of flux on that host", e.remoteFlux())
+	case 126:
+		why = fmt.Sprintf("the remote command %q cannot be run (exit status 126)", e.remoteFlux())
+	default:
+		why = fmt.Sprintf("exit status %d", e.ExitCode)
+	}
+	msg := fmt.Sprintf("%s: %s (%s)", ErrRemote.Error(), why, strings.Join(e.Command, " "))
+	if e.Stderr != "" {
+		msg += "; stderr: " + e.Stderr
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrRemote) true.
+func (e *SSHError) Is(target error) bool { return target == ErrRemote }
+
+// remoteFlux is the remote command of Command (the word before "relay").
+func (e *SSHError) remoteFlux() string {
+	for i := len(e.Command) - 1; i > 0; i-- {
+		if e.Command[i] == "relay" {
+			return e.Command[i-1]
+		}
+	}
+	return "flux"
+}
+
+// sshFailure classifies the exit status of an ssh process that never
+// relayed: ssh's own failure (255) and a missing or unrunnable remote
+// command (127, 126, as sh reports them) are permanent; anything else is
+// the relay's own exit (it could not reach the broker), left to the
+// handshake error.
+func sshFailure(args []string, code int, stderr string) error {
+	switch code {
+	case 255, 127, 126:
+		if len(stderr) > 0 {
+			lines := strings.Split(stderr, "\n")
+			stderr = strings.Join(lines[max(0, len(lines)-5):], "\n")
+		}
+		return &SSHError{Command: args, ExitCode: code, Stderr: stderr}
+	}
+	return nil
 }
 
 // tailBuffer keeps the last max bytes written (the ssh process's stderr,

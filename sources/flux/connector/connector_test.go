@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -258,7 +259,45 @@ func TestSSH(t *testing.T) {
 	os.WriteFile(script, []byte("#!/bin/sh\necho 'flux-relay: local:///run/flux/local: Operation not permitted' >&2\nexit 1\n"), 0o755)
 	t.Setenv("FLUX_SSH", script)
 	_, err = Dial(context.Background(), "ssh://cluster-login/run/flux/local", Options{})
-	if err == nil || !strings.Contains(err.Error(), "closed before the handshake byte; ssh said: flux-relay: local:///run/flux/local: Operation not permitted") {
+	if err == nil || !strings.Contains(err.Error(), "closed before the handshake byte ("+script+" exited with status 1); ssh said: flux-relay: local:///run/flux/local: Operation not permitted") {
 		t.Fatalf("failed relay: %v", err)
+	}
+}
+
+// ssh that cannot run the relay at all (no flux on the remote PATH, login
+// refused) is reported as what it is, with its stderr and exit status, and
+// marked permanent (ErrRemote), not as a broker refusing the connection.
+func TestSSHPermanentFailures(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		code   int
+		want   string
+	}{
+		{"ssh-not-found.sh", 127, `connect to flux at ssh://login1/run/flux/local: ssh could not run flux relay: the remote command "flux" was not found (exit status 127); set FLUX_SSH_RCMD to the path of flux on that host (` +
+			"SCRIPT login1 flux relay /run/flux/local); stderr: bash: flux: command not found"},
+		{"ssh-denied.sh", 255, "connect to flux at ssh://login1/run/flux/local: ssh could not run flux relay: ssh failed (exit status 255: authentication refused, host key, or host unreachable) (" +
+			"SCRIPT login1 flux relay /run/flux/local); stderr: login1: Permission denied (publickey)."},
+	} {
+		t.Run(tc.script, func(t *testing.T) {
+			script, err := filepath.Abs(filepath.Join("testdata", tc.script))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("FLUX_SSH", script)
+			_, err = Dial(context.Background(), "ssh://login1/run/flux/local", Options{})
+			var serr *SSHError
+			if !errors.As(err, &serr) || serr.ExitCode != tc.code {
+				t.Fatalf("err = %v, want an SSHError with exit status %d", err, tc.code)
+			}
+			if !errors.Is(err, ErrRemote) || errors.Is(err, ErrHandshake) {
+				t.Fatalf("err = %v: want ErrRemote and not ErrHandshake", err)
+			}
+			if want := strings.ReplaceAll(tc.want, "SCRIPT", script); err.Error() != want {
+				t.Fatalf("err  = %s\nwant = %s", err, want)
+			}
+			if d := DescribeError("ssh://login1/run/flux/local", err); d.Error() != err.Error() {
+				t.Fatalf("DescribeError changed it: %s", d)
+			}
+		})
 	}
 }
