@@ -98,6 +98,7 @@ type Status struct {
 	InBacklog  bool
 	Reconnects int
 	LastError  string
+	RetryIn    time.Duration // the wait before the latest reconnect
 }
 
 var (
@@ -152,31 +153,43 @@ func (e errFatal) Unwrap() error { return e.error }
 
 // Run streams until ctx ends. It returns an error only for problems a
 // reconnect cannot fix (not the instance owner, a request Flux rejects).
+//
+// Between connections it waits with exponential backoff, from
+// initial_backoff up to max_backoff. The backoff starts again from
+// initial_backoff once a connection has delivered its whole backlog: that
+// broker was healthy, so a second restart soon after is a new outage, not
+// the same one. ssh failing to run `flux relay` at all (ssh exit 255: login
+// refused, host key, unreachable; exit 127: no flux on the remote PATH) is
+// retried after max_backoff straight away.
 func (s *Source) Run(ctx context.Context, out core.Emitter) error {
 	backoff := s.cfg.Reconnect.InitialBackoff
-	for attempt := 0; ; attempt++ {
-		started := time.Now()
-		done, err := s.session(ctx, out)
+	for {
+		res, err := s.session(ctx, out)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if done {
+		if res.done {
 			return nil
 		}
 		var fatal errFatal
 		if errors.As(err, &fatal) {
 			return connector.DescribeError(s.cfg.URI, fatal.error)
 		}
+		if res.backlogRead {
+			backoff = s.cfg.Reconnect.InitialBackoff
+		}
+		msg := "flux connection lost; reconnecting (the backlog is read again, only new events are emitted)"
+		if errors.Is(err, connector.ErrRemote) {
+			backoff = s.cfg.Reconnect.MaxBackoff
+			msg = "cannot reach flux over ssh; retrying after max_backoff"
+		}
 		s.setStatus(func(st *Status) {
 			st.Connected = false
 			st.Reconnects++
 			st.LastError = err.Error()
+			st.RetryIn = backoff
 		})
-		if time.Since(started) > time.Minute {
-			backoff = s.cfg.Reconnect.InitialBackoff
-		}
-		s.log.Warn("flux connection lost; reconnecting (the backlog is read again, only new events are emitted)",
-			"uri", s.cfg.URI, "error", connector.DescribeError(s.cfg.URI, err), "retry_in", backoff)
+		s.log.Warn(msg, "uri", s.cfg.URI, "error", connector.DescribeError(s.cfg.URI, err), "retry_in", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -205,15 +218,22 @@ func nameSet(names []string) map[string]int {
 
 const maxBatch = 512
 
-// session runs one connection. done reports a deliberate end (dry-run
-// reached the end of the backlog).
-func (s *Source) session(ctx context.Context, out core.Emitter) (done bool, err error) {
+// sessionResult is how a connection ended: done is a deliberate end
+// (dry-run reached the end of the backlog); backlogRead says the
+// connection delivered its whole backlog before it ended.
+type sessionResult struct {
+	done        bool
+	backlogRead bool
+}
+
+// session runs one connection.
+func (s *Source) session(ctx context.Context, out core.Emitter) (res sessionResult, err error) {
 	conn, err := connector.Dial(ctx, s.cfg.URI, connector.Options{MaxMessage: int(s.cfg.MaxMessage)})
 	if err != nil {
 		if errors.Is(err, connector.ErrHandshake) && errors.Is(err, syscall.EPERM) {
-			return false, errFatal{err}
+			return res, errFatal{err}
 		}
-		return false, err
+		return res, err
 	}
 	defer conn.Close()
 	if s.cfg.PurgeEvents {
@@ -221,13 +241,13 @@ func (s *Source) session(ctx context.Context, out core.Emitter) (done bool, err 
 		err := conn.Subscribe(subCtx, purgeTopic)
 		cancel()
 		if err != nil {
-			return false, fmt.Errorf("subscribe to %s: %w", purgeTopic, err)
+			return res, fmt.Errorf("subscribe to %s: %w", purgeTopic, err)
 		}
 	}
 	req := journalRequest{Full: s.cfg.Full, Allow: nameSet(s.cfg.Allow), Deny: nameSet(s.cfg.Deny)}
 	call, err := conn.Request(journalTopic, req, true)
 	if err != nil {
-		return false, err
+		return res, err
 	}
 	s.cons.StartStream(s.cfg.Full)
 	s.setStatus(func(st *Status) { st.Connected, st.InBacklog = true, true })
@@ -271,12 +291,12 @@ func (s *Source) session(ctx context.Context, out core.Emitter) (done bool, err 
 		select {
 		case m, ok = <-call.C:
 			if !ok {
-				return false, fmt.Errorf("connection lost: %w", conn.Err())
+				return res, fmt.Errorf("connection lost: %w", conn.Err())
 			}
 		case m = <-conn.Events():
 		case <-ctx.Done():
 			s.cancel(conn, call)
-			return false, ctx.Err()
+			return res, ctx.Err()
 		}
 		ended, err := handle(m)
 		// Take whatever else is already waiting, up to a batch.
@@ -298,22 +318,24 @@ func (s *Source) session(ctx context.Context, out core.Emitter) (done bool, err 
 		if eerr := emit(); eerr != nil {
 			s.cancel(conn, call)
 			if ctx.Err() != nil {
-				return false, ctx.Err()
+				return res, ctx.Err()
 			}
 			// The pipeline cannot take records (a spool cannot write):
 			// stop rather than read Flux into nowhere. What was not
 			// taken comes again from the backlog after a restart.
-			return false, errFatal{fmt.Errorf("pipeline refused records: %w", eerr)}
+			return res, errFatal{fmt.Errorf("pipeline refused records: %w", eerr)}
 		}
 		if err != nil {
-			return false, err
+			return res, err
 		}
 		if ended {
+			res.backlogRead = true
 			s.setStatus(func(st *Status) { st.InBacklog = false })
 			s.log.Info("backlog read; following live events", "took", time.Since(backlogStart).Round(time.Millisecond), "active_jobs", s.cons.ActiveJobs())
 			if s.stopAfter {
 				s.cancel(conn, call)
-				return true, nil
+				res.done = true
+				return res, nil
 			}
 		}
 	}

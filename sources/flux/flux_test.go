@@ -3,6 +3,7 @@ package flux_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -24,6 +25,10 @@ type harness struct {
 	broker  *fluxtest.Broker
 	sink    *coretest.Collector
 	dataDir string
+	logs    *logRecorder // nil: logs dropped
+	uri     string       // "": the broker's
+	// reconnect is the source's reconnect config ("": 10ms..50ms).
+	reconnect string
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -49,20 +54,38 @@ sources:
     type: flux
     uri: %s
     user_lookup: none
-    reconnect: {initial_backoff: 10ms, max_backoff: 50ms}
+    reconnect: %s
 %s
 sinks:
   out:
     type: collect
     inputs: [flux]
     buffer: {sync_interval: 5ms}
-`, h.broker.URI(), indent(extra))
+`, h.sourceURI(), h.reconnectConfig(), indent(extra))
 	g := coretest.Build(h.t, reg, yaml)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.done = make(chan error, 1)
-	p := core.NewPipeline(g, core.RunOptions{DataDir: h.dataDir, Logger: coretest.Quiet(), ShutdownTimeout: 2 * time.Second})
+	logger := coretest.Quiet()
+	if h.logs != nil {
+		logger = slog.New(h.logs)
+	}
+	p := core.NewPipeline(g, core.RunOptions{DataDir: h.dataDir, Logger: logger, ShutdownTimeout: 2 * time.Second})
 	go func() { h.done <- p.Run(ctx) }()
+}
+
+func (h *harness) reconnectConfig() string {
+	if h.reconnect != "" {
+		return h.reconnect
+	}
+	return "{initial_backoff: 10ms, max_backoff: 50ms}"
+}
+
+func (h *harness) sourceURI() string {
+	if h.uri != "" {
+		return h.uri
+	}
+	return h.broker.URI()
 }
 
 // waitStream waits until the source has a journal stream open.
