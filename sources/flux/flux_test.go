@@ -29,8 +29,8 @@ type harness struct {
 	uri     string       // "": the broker's
 	// reconnect is the source's reconnect config ("": 10ms..50ms).
 	reconnect string
-	cancel  context.CancelFunc
-	done    chan error
+	cancel    context.CancelFunc
+	done      chan error
 }
 
 func newHarness(t *testing.T) *harness {
