@@ -2,13 +2,13 @@ package journal
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"sync"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/sources/flux/jobstate"
 )
 
 // eventKey identifies an event within its job: name and timestamp (the
@@ -60,6 +60,15 @@ func NewCheckpoint(kv core.KV, keepGone bool) *Checkpoint {
 	return &Checkpoint{kv: kv, keepGone: keepGone, jobs: map[uint64]*ckJob{}, dirty: map[uint64]struct{}{}}
 }
 
+// store names the KV for messages: its own String if it has one, else
+// where the pipeline keeps node state.
+func (c *Checkpoint) store() string {
+	if s, ok := c.kv.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return "the node's checkpoint in data_dir/state.db"
+}
+
 func jobKey(id uint64) []byte {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], id)
@@ -78,11 +87,31 @@ func (c *Checkpoint) load(id uint64) (*ckJob, error) {
 	}
 	j := &ckJob{seen: map[eventKey]bool{}}
 	if err := decodeCheckpoint(v, j); err != nil {
-		return nil, fmt.Errorf("checkpoint of job %d: %w", id, err)
+		// Treat the job as unknown from now on (its events are emitted
+		// again: duplicates at worst), and say so once.
+		c.jobs[id] = &ckJob{seen: map[eventKey]bool{}}
+		return nil, &DamagedError{JobID: id, Entry: v, Err: err}
 	}
 	c.jobs[id] = j
 	return j, nil
 }
+
+// DamagedError says a job's checkpoint entry does not decode. The
+// checkpoint then treats the job as unknown: its events are emitted again
+// (duplicates at worst, with the same record ids), and the entry is
+// rewritten once they are taken.
+type DamagedError struct {
+	JobID uint64
+	Entry []byte
+	Err   error
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("checkpoint entry of job %d (%s) is damaged (%d bytes: %v); the job is treated as unknown: its events are emitted again, duplicates at worst",
+		e.JobID, jobstate.F58(e.JobID), len(e.Entry), e.Err)
+}
+
+func (e *DamagedError) Unwrap() error { return e.Err }
 
 // Done reports whether every event of the job was taken (the backlog
 // entry can be skipped whole).
@@ -301,33 +330,50 @@ func encodeCheckpoint(j *ckJob) []byte {
 	return b
 }
 
-var errBadCheckpoint = errors.New("malformed entry")
+// maxEventName bounds an event name in a checkpoint entry. Flux's event
+// names are short words (RFC 21); a longer length field is damage.
+const maxEventName = 1 << 10
 
+// decodeCheckpoint reads a stored entry into j. Every length is checked
+// against what is left of v before it is used, so a damaged entry gives an
+// error, never a panic or an allocation larger than v.
 func decodeCheckpoint(v []byte, j *ckJob) error {
 	if len(v) == 0 {
 		return nil
 	}
 	switch v[0] {
 	case 'D':
+		if len(v) != 1 {
+			return fmt.Errorf("done entry of %d bytes, want 1", len(v))
+		}
 		j.done, j.final = true, true
 		return nil
 	case 'X':
+		if len(v) != 1 {
+			return fmt.Errorf("gone entry of %d bytes, want 1", len(v))
+		}
 		j.done, j.final, j.goneKept = true, true, true
 		return nil
 	case 'P':
 	default:
-		return errBadCheckpoint
+		return fmt.Errorf("unknown entry kind 0x%02x", v[0])
 	}
-	v = v[1:]
-	for len(v) > 0 {
-		n, w := binary.Uvarint(v)
-		if w <= 0 || uint64(len(v)-w) < n+8 {
-			return errBadCheckpoint
+	off := 1
+	for i := 0; off < len(v); i++ {
+		n, w := binary.Uvarint(v[off:])
+		if w <= 0 {
+			return fmt.Errorf("event %d at byte %d: bad name length varint", i, off)
 		}
-		name := string(v[w : w+int(n)])
-		ts := math.Float64frombits(binary.BigEndian.Uint64(v[w+int(n):]))
+		off += w
+		left := len(v) - off
+		if n > maxEventName || n+8 > uint64(left) {
+			return fmt.Errorf("event %d at byte %d: name of %d bytes and a timestamp do not fit in the %d bytes left", i, off-w, n, left)
+		}
+		name := string(v[off : off+int(n)])
+		off += int(n)
+		ts := math.Float64frombits(binary.BigEndian.Uint64(v[off:]))
+		off += 8
 		j.seen[eventKey{name, ts}] = true
-		v = v[w+int(n)+8:]
 	}
 	return nil
 }

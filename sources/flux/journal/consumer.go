@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -193,7 +194,7 @@ func (c *Consumer) Response(payload []byte, where string) []*core.Record {
 // state from scratch and emit the events not emitted before.
 func (c *Consumer) backlogJob(id uint64, resp jobstate.Response, where string) []*core.Record {
 	if done, err := c.ck.Done(id); err != nil {
-		c.opts.Logger.Error("checkpoint lookup failed; emitting the job again", "job", id, "error", err)
+		c.checkpointError(id, err)
 	} else if done {
 		delete(c.jobs, id)
 		return nil
@@ -220,6 +221,20 @@ func (c *Consumer) liveEvents(id uint64, resp jobstate.Response, where string) [
 		delete(c.jobs, id)
 	}
 	return recs
+}
+
+// checkpointError logs a failed checkpoint lookup of job id. Either way
+// the job's events are emitted (again): duplicates at worst, never a loss,
+// and never a stop: a damaged entry must not crash-loop the daemon.
+func (c *Consumer) checkpointError(id uint64, err error) {
+	var damaged *DamagedError
+	if errors.As(err, &damaged) {
+		c.opts.Logger.Error("damaged checkpoint entry: the job is treated as unknown and its events are emitted again (duplicates at worst, with the same record ids); nothing to do unless this repeats for many jobs, then check the disk under data_dir",
+			"store", c.ck.store(), "job", id, "jobid", jobstate.F58(id), "error", err)
+		return
+	}
+	c.opts.Logger.Error("checkpoint lookup failed; emitting the job's events (duplicates at worst)",
+		"store", c.ck.store(), "job", id, "jobid", jobstate.F58(id), "error", err)
 }
 
 func (c *Consumer) isInactive(j *job) bool {
@@ -272,7 +287,7 @@ func (c *Consumer) apply(j *job, resp jobstate.Response, where string) []*core.R
 		key := eventKey{ev.Name, ev.Timestamp}
 		seen, err := c.ck.Seen(j.id, key)
 		if err != nil {
-			c.opts.Logger.Error("checkpoint lookup failed; emitting the event (a duplicate at worst)", "job", j.id, "error", err)
+			c.checkpointError(j.id, err)
 		}
 		if seen {
 			continue

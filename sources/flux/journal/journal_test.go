@@ -223,12 +223,80 @@ func TestCheckpointEncoding(t *testing.T) {
 	}
 }
 
-func FuzzCheckpointDecode(f *testing.F) {
+// FuzzDecodeCheckpoint: a damaged entry gives an error, never a panic nor
+// an allocation out of proportion to its size; what decodes encodes back
+// to the same entry. Seeds in testdata/fuzz/FuzzDecodeCheckpoint include
+// the 10-byte varint that used to panic (a name length of 2^64-8, whose
+// n+8 wrapped to 0 and passed the bounds check).
+func FuzzDecodeCheckpoint(f *testing.F) {
 	f.Add([]byte("D"))
 	f.Add(encodeCheckpoint(&ckJob{seen: map[eventKey]bool{{"submit", 1.5}: true}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		decodeCheckpoint(b, &ckJob{seen: map[eventKey]bool{}})
+		j := &ckJob{seen: map[eventKey]bool{}}
+		if err := decodeCheckpoint(b, j); err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		if len(j.seen) > len(b)/9 {
+			t.Fatalf("%d events from %d bytes", len(j.seen), len(b))
+		}
+		if j.done || len(b) == 0 {
+			return
+		}
+		again := &ckJob{seen: map[eventKey]bool{}}
+		if err := decodeCheckpoint(encodeCheckpoint(j), again); err != nil {
+			t.Fatalf("re-encoded entry does not decode: %v", err)
+		}
+		if len(again.seen) != len(j.seen) {
+			t.Fatalf("round trip: %d events, then %d", len(j.seen), len(again.seen))
+		}
+		for k := range j.seen {
+			if !again.seen[k] && k.ts == k.ts { // NaN keys never compare equal
+				t.Fatalf("round trip lost %v", k)
+			}
+		}
 	})
+}
+
+// A damaged checkpoint entry does not stop the consumer: it logs the job
+// and what happens, treats the job as unknown (its events come again) and
+// rewrites the entry once they are taken.
+func TestDamagedCheckpointEntry(t *testing.T) {
+	kv := core.NewMemKV()
+	backlog := lines(t, "journal-backlog-full-before-purge.jsonl")[:1] // job "early", 14 events
+	c1 := NewConsumer(Options{Logger: quiet()}, kv)
+	c1.StartStream(true)
+	c1.Taken(feed(c1, backlog))
+	if err := c1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The 10-byte varint that used to panic the decoder.
+	damaged := []byte("P\xf8\xff\xff\xff\xff\xff\xff\xff\xff\x01") // n = 2^64-8: n+8 wrapped to 0
+	if err := kv.Commit([]core.KVPut{{Key: jobKey(349066756096), Value: damaged}}); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	c2 := NewConsumer(Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, kv)
+	c2.StartStream(true)
+	recs := feed(c2, backlog)
+	if len(recs) != 14 || recs[0].ID != "349066756096:submit:1795394498.456534" {
+		t.Fatalf("after a damaged entry: %d records, first %v; want the job's 14 events again", len(recs), recs[0])
+	}
+	out := logs.String()
+	if strings.Count(out, "damaged checkpoint entry") != 1 || !strings.Contains(out, "job=349066756096") ||
+		!strings.Contains(out, "jobid=fAApqNHV") || !strings.Contains(out, "emitted again") {
+		t.Fatalf("log does not name the job and what happens, once:\n%s", out)
+	}
+	c2.Taken(recs)
+	if err := c2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := kv.Get(jobKey(349066756096))
+	if j := (&ckJob{seen: map[eventKey]bool{}}); decodeCheckpoint(v, j) != nil || !j.done {
+		t.Fatalf("entry not rewritten: %q", v)
+	}
 }
 
 // FuzzConsumer feeds arbitrary responses and purge payloads: the consumer
