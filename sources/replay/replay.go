@@ -62,6 +62,9 @@ type Config struct {
 	UserLookup string          `yaml:"user_lookup"` // getent | files | none
 	// Checkpoint skips events already delivered by an earlier run.
 	Checkpoint bool `yaml:"checkpoint"`
+	// MaxLine bounds one line (one journal response); a longer line stops
+	// the replay with an error after everything before it was delivered.
+	MaxLine core.ByteSize `yaml:"max_line"`
 }
 
 // Validate checks the decoded config.
@@ -83,6 +86,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Include.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.MaxLine < 1<<10 {
+		errs = append(errs, core.Fieldf("max_line", "must be at least 1KiB"))
 	}
 	return errors.Join(errs...)
 }
@@ -106,7 +112,7 @@ var (
 // New decodes the node's config.
 func New(nc *core.NodeConfig) (core.Source, error) {
 	s := &Source{cfg: Config{Pace: "max", Speed: 1, Include: journal.DefaultInclude(),
-		UserLookup: users.ModeGetent, Checkpoint: true}, name: nc.Name, sleep: sleepCtx}
+		UserLookup: users.ModeGetent, Checkpoint: true, MaxLine: DefaultMaxLine}, name: nc.Name, sleep: sleepCtx}
 	if err := nc.Decode(&s.cfg); err != nil {
 		return nil, err
 	}
@@ -140,6 +146,9 @@ func (s *Source) Close() error {
 
 const maxBatch = 512
 
+// DefaultMaxLine bounds a line (one journal response) by default.
+const DefaultMaxLine = 256 << 20
+
 // Run replays every stream in order.
 func (s *Source) Run(ctx context.Context, out core.Emitter) error {
 	for _, path := range s.cfg.Path {
@@ -157,8 +166,7 @@ func (s *Source) replay(ctx context.Context, path string, out core.Emitter) erro
 	}
 	defer rc.Close()
 	s.cons.StartStream(s.cfg.Full)
-	sc := bufio.NewScanner(rc)
-	sc.Buffer(make([]byte, 0, 1<<20), 256<<20)
+	lr := newLineReader(rc, int(s.cfg.MaxLine))
 	var batch []*core.Record
 	flush := func() error {
 		if len(batch) == 0 {
@@ -170,14 +178,24 @@ func (s *Source) replay(ctx context.Context, path string, out core.Emitter) erro
 	}
 	var start time.Time
 	var base float64
-	lineNo := 0
-	for sc.Scan() {
-		lineNo++
-		line := bytes.TrimSpace(sc.Bytes())
+	for {
+		raw, err := lr.next()
+		if err != nil {
+			// Everything before the damage goes out first.
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			if err == io.EOF {
+				return nil
+			}
+			return fmt.Errorf("read %s: line %d (byte offset %d%s): %w; the %d lines before it were delivered",
+				path, lr.line, lr.off, lr.offsetOf(), err, lr.line-1)
+		}
+		line := bytes.TrimSpace(raw)
 		if len(line) == 0 {
 			continue
 		}
-		where := fmt.Sprintf("%s:%d", path, lineNo)
+		where := fmt.Sprintf("%s:%d", path, lr.line)
 		var recs []*core.Record
 		var ts float64
 		if topic, payload, ok := brokerEvent(line); ok {
@@ -186,7 +204,7 @@ func (s *Source) replay(ctx context.Context, path string, out core.Emitter) erro
 			}
 			recs = s.cons.Purge(payload, where)
 		} else {
-			// The consumer copies what it keeps; the scanner reuses line.
+			// The consumer copies what it keeps; the reader reuses line.
 			recs = s.cons.Response(bytes.Clone(line), where)
 			ts = lastTimestamp(recs)
 		}
@@ -209,10 +227,75 @@ func (s *Source) replay(ctx context.Context, path string, out core.Emitter) erro
 			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read %s after line %d: %w", path, lineNo, err)
+}
+
+// ErrLineTooLong says a line is longer than max_line.
+var ErrLineTooLong = errors.New("line longer than max_line")
+
+// lineReader reads newline-terminated lines of at most max bytes and
+// keeps the position, so an error can say where the damage starts.
+type lineReader struct {
+	r    *bufio.Reader
+	max  int
+	buf  []byte
+	line int   // number of the line last returned (or that failed)
+	off  int64 // byte offset where that line starts
+	pos  int64 // byte offset of the next line
+	gzip bool  // offsets count decompressed bytes
+}
+
+func newLineReader(rc io.ReadCloser, max int) *lineReader {
+	gz := false
+	if r, ok := rc.(readCloser); ok {
+		_, gz = r.Reader.(*gzip.Reader)
 	}
-	return flush()
+	return &lineReader{r: bufio.NewReaderSize(rc, 64<<10), max: max, gzip: gz}
+}
+
+// offsetOf qualifies the offset of gzip input.
+func (lr *lineReader) offsetOf() string {
+	if lr.gzip {
+		return " of the decompressed data"
+	}
+	return ""
+}
+
+// next returns the next line without its newline. A last line without a
+// newline is returned at the end of the input; one cut by a read error is
+// not (it is incomplete), and the error is returned instead. The returned
+// slice is valid until the next call.
+func (lr *lineReader) next() ([]byte, error) {
+	lr.line++
+	lr.off = lr.pos
+	lr.buf = lr.buf[:0]
+	for {
+		chunk, err := lr.r.ReadSlice('\n')
+		n := len(lr.buf) + len(chunk)
+		if err == nil {
+			n-- // the newline
+		}
+		if n > lr.max {
+			return nil, fmt.Errorf("%w (%d bytes)", ErrLineTooLong, lr.max)
+		}
+		lr.buf = append(lr.buf, chunk...)
+		switch {
+		case err == nil:
+			lr.pos += int64(len(lr.buf))
+			return lr.buf[:len(lr.buf)-1], nil
+		case err == bufio.ErrBufferFull:
+			continue
+		case err == io.EOF && len(lr.buf) > 0:
+			lr.pos += int64(len(lr.buf))
+			return lr.buf, nil
+		case err == io.EOF:
+			return nil, io.EOF
+		default:
+			if len(lr.buf) > 0 {
+				return nil, fmt.Errorf("incomplete line of %d bytes: %w", len(lr.buf), err)
+			}
+			return nil, err
+		}
+	}
 }
 
 func lastTimestamp(recs []*core.Record) float64 {

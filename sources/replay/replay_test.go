@@ -1,10 +1,17 @@
 package replay_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,7 +202,7 @@ func TestReplayTwice(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	nc, _ := core.ParseNodeConfig(core.KindSource, "src", []byte("pace: slow\nspeed: 0\nuser_lookup: ldap\ninclude: {jobspec: sometimes}\n"))
+	nc, _ := core.ParseNodeConfig(core.KindSource, "src", []byte("pace: slow\nspeed: 0\nuser_lookup: ldap\ninclude: {jobspec: sometimes}\nmax_line: 100\n"))
 	_, err := replay.New(nc)
 	for _, want := range []string{
 		`sources.src.path: must name a recorded journal (or embedded:scenario)`,
@@ -203,6 +210,7 @@ func TestConfigErrors(t *testing.T) {
 		`sources.src.speed: must be a positive number`,
 		`sources.src.user_lookup: unknown mode "ldap" (getent, files, none)`,
 		`sources.src.include.jobspec: unknown policy "sometimes" (never, on-change, always)`,
+		`sources.src.max_line: must be at least 1KiB`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
@@ -217,4 +225,122 @@ func TestConfigErrors(t *testing.T) {
 	if err := src.Run(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "open journal: open /nonexistent/j.jsonl") {
 		t.Fatalf("missing file: %v", err)
 	}
+}
+
+// expectedIDs lists the record ids a fresh consumer yields for complete
+// journal lines: one per event (a first reading emits every event).
+func expectedIDs(t *testing.T, data []byte) []string {
+	t.Helper()
+	var ids []string
+	for _, l := range bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")) {
+		var r struct {
+			ID     int64 `json:"id"`
+			Events []struct {
+				Timestamp float64 `json:"timestamp"`
+				Name      string  `json:"name"`
+			} `json:"events"`
+		}
+		if err := json.Unmarshal(l, &r); err != nil {
+			t.Fatalf("fixture line %q: %v", l, err)
+		}
+		for _, e := range r.Events {
+			ids = append(ids, core.EventID(uint64(r.ID), e.Name, e.Timestamp))
+		}
+	}
+	return ids
+}
+
+func collectedIDs(col *coretest.Collector) []string {
+	var ids []string
+	for _, r := range col.All() {
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+// A gzip file cut short: every complete line before the cut is delivered,
+// then the replay stops with an error naming file, line and offset.
+func TestTruncatedGzipDeliversWhatCameBefore(t *testing.T) {
+	whole, err := os.ReadFile(filepath.Join(testdata, "journal-bulk2000-live.jsonl.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := whole[:len(whole)/2]
+	path := filepath.Join(t.TempDir(), "cut.jsonl.gz")
+	if err := os.WriteFile(path, cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// What a reader gets out of the cut file, independently of the source.
+	zr, err := gzip.NewReader(bytes.NewReader(cut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(zr)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("reading the cut file: %v, want unexpected EOF", err)
+	}
+	complete := data[:bytes.LastIndexByte(data, '\n')+1]
+	nlines := bytes.Count(complete, []byte("\n"))
+	want := expectedIDs(t, complete)
+	if nlines < 5000 || len(want) < 5000 {
+		t.Fatalf("cut too early: %d lines, %d events", nlines, len(want))
+	}
+
+	_, col, wait := pipeline(t, fmt.Sprintf("type: replay\npath: %s\nuser_lookup: none\n", path), t.TempDir())
+	err = wait()
+	wantErr := fmt.Sprintf("source src: read %s: line %d (byte offset %d of the decompressed data): incomplete line of %d bytes: unexpected EOF; the %d lines before it were delivered",
+		path, nlines+1, len(complete), len(data)-len(complete), nlines)
+	if err == nil || err.Error() != wantErr {
+		t.Fatalf("error\n %v\nwant\n %s", err, wantErr)
+	}
+	if got := collectedIDs(col); !slices.Equal(got, want) {
+		t.Fatalf("delivered %d records, want the %d of the complete lines (first difference at %d)", len(got), len(want), firstDiff(got, want))
+	}
+}
+
+// A line longer than max_line: the lines before it are delivered, then the
+// replay stops with an error naming file, line and offset.
+func TestOverlongLineDeliversWhatCameBefore(t *testing.T) {
+	path := filepath.Join(testdata, "journal-backlog-full-before-purge.jsonl")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	// The fixture's 10th line (job held-urgency with its updates) is the
+	// first longer than 2 KiB.
+	long := -1
+	for i, l := range lines {
+		if len(bytes.TrimSuffix(l, []byte("\n"))) > 2048 {
+			long = i
+			break
+		}
+	}
+	if long != 9 {
+		t.Fatalf("first line over 2KiB is line %d, want 10", long+1)
+	}
+	before := bytes.Join(lines[:long], nil)
+	want := expectedIDs(t, before)
+
+	_, col, wait := pipeline(t, fmt.Sprintf("type: replay\npath: %s\nuser_lookup: none\nmax_line: 2KiB\n", path), t.TempDir())
+	err = wait()
+	wantErr := fmt.Sprintf("source src: read %s: line 10 (byte offset %d): line longer than max_line (2048 bytes); the 9 lines before it were delivered", path, len(before))
+	if err == nil || err.Error() != wantErr {
+		t.Fatalf("error\n %v\nwant\n %s", err, wantErr)
+	}
+	if got := collectedIDs(col); !slices.Equal(got, want) {
+		t.Fatalf("delivered %d records, want the %d of the 9 lines before (first difference at %d)", len(got), len(want), firstDiff(got, want))
+	}
+	if len(want) < 100 {
+		t.Fatalf("only %d events before the long line", len(want))
+	}
+}
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
