@@ -8,6 +8,7 @@ package flux
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,7 @@ func Register(r *core.Registry) {
 
 const (
 	journalTopic = "job-manager.events-journal"
+	jobListTopic = "job-list.list"
 	cancelTopic  = "job-manager.events-journal-cancel"
 	purgeTopic   = "job-purge-inactive"
 )
@@ -86,7 +88,8 @@ type Source struct {
 	cfg       Config
 	log       *slog.Logger
 	cons      *journal.Consumer
-	stopAfter bool // dry-run: stop at the end of the backlog
+	ann       annotator // nil: annotations are not asked of job-list
+	stopAfter bool      // dry-run: stop at the end of the backlog
 	mu        sync.Mutex
 	status    Status
 }
@@ -135,7 +138,25 @@ func (s *Source) Provision(_ context.Context, nc core.NodeContext) error {
 		Source: nc.Name, Cluster: s.cfg.Cluster, Include: s.cfg.Include,
 		Users: users.New(s.cfg.UserLookup), Logger: nc.Logger,
 	}, nc.State)
+	s.ann = newAnnotator(s.cons)
 	return nil
+}
+
+// annotator takes the annotations job-list holds for a job (the
+// "annotations" attribute of job-list.list; nil when it has none) and
+// returns the records that carry them. The journal consumer does it: it
+// sets them on the job's state if the job was read from this stream's
+// backlog, is still active and got no live annotations event since, and
+// returns a record when records of the job already went out without them.
+type annotator interface {
+	Annotate(id uint64, annotations json.RawMessage) []*core.Record
+}
+
+// newAnnotator returns the consumer's annotator, nil while the consumer
+// has none (then job-list is not asked). Tests replace it.
+var newAnnotator = func(c *journal.Consumer) annotator {
+	a, _ := any(c).(annotator)
+	return a
 }
 
 // Close writes the checkpoint a last time.
@@ -285,20 +306,42 @@ func (s *Source) session(ctx context.Context, out core.Emitter) (res sessionResu
 		return wasBacklog && !s.cons.InBacklog(), nil
 	}
 
+	// The job-list answer (see askAnnotations), read along with the
+	// journal: the connection delivers both in order, so waiting for one
+	// while the other fills up would stall both.
+	var list *annotationsCall
+	var listC <-chan wire.Message
+	takeList := func(m wire.Message, ok bool) {
+		if !ok {
+			listC = nil
+			return
+		}
+		recs, end := list.take(m)
+		batch = append(batch, recs...)
+		if end {
+			listC = nil
+		}
+	}
+
 	for {
 		var m wire.Message
 		var ok bool
+		ended := false
+		err = nil
 		select {
 		case m, ok = <-call.C:
 			if !ok {
 				return res, fmt.Errorf("connection lost: %w", conn.Err())
 			}
+			ended, err = handle(m)
 		case m = <-conn.Events():
+			ended, err = handle(m)
+		case m, ok = <-listC:
+			takeList(m, ok)
 		case <-ctx.Done():
 			s.cancel(conn, call)
 			return res, ctx.Err()
 		}
-		ended, err := handle(m)
 		// Take whatever else is already waiting, up to a batch.
 	drain:
 		for err == nil && !ended && len(batch) < maxBatch {
@@ -311,6 +354,8 @@ func (s *Source) session(ctx context.Context, out core.Emitter) (res sessionResu
 				ended, err = handle(m)
 			case m = <-conn.Events():
 				ended, err = handle(m)
+			case m, ok = <-listC:
+				takeList(m, ok)
 			default:
 				break drain
 			}
@@ -337,8 +382,111 @@ func (s *Source) session(ctx context.Context, out core.Emitter) (res sessionResu
 				res.done = true
 				return res, nil
 			}
+			if list = s.askAnnotations(conn); list != nil {
+				listC = list.call.C
+			}
 		}
 	}
+}
+
+// jobListRequest asks job-list for the annotations of every active job:
+// job-list.list (flux-core 0.88 src/modules/job-list/list.c:list_cb),
+// streaming, so each job comes in a response of its own
+// ({"jobs":[{"id":ID,"annotations":{...}}],"version":1} first, then
+// {"jobs":[...]}) and the stream ends with ENODATA; no message grows
+// with the number of jobs. max_entries 0 is unlimited: the answer is
+// bounded by Flux's own active jobs. job-list has no job id constraint in
+// 0.88 (match.c: userid, name, queue, states, results, hostlist, ranks,
+// t_*), so we ask by state ("active" = DEPEND|PRIORITY|SCHED|RUN|CLEANUP,
+// libjob/state.c) and the consumer keeps the jobs it read in the backlog.
+var jobListRequest = map[string]any{
+	"max_entries": 0,
+	"attrs":       []string{"annotations"},
+	"constraint":  map[string]any{"states": []string{"active"}},
+}
+
+// annotationsCall is a job-list.list call in progress.
+type annotationsCall struct {
+	s       *Source
+	call    *connector.Call
+	jobs    int
+	records int
+}
+
+// askAnnotations asks job-list, once per connection and after the
+// backlog, for the annotations of active jobs: annotations events are
+// live-only, so jobs read from a backlog lack them (the scheduler's
+// resource_summary, t_estimate; volatile memos). Only when there are
+// active jobs and the consumer can take them.
+func (s *Source) askAnnotations(conn *connector.Conn) *annotationsCall {
+	if s.ann == nil || s.cons.ActiveJobs() == 0 {
+		return nil
+	}
+	call, err := conn.Request(jobListTopic, jobListRequest, true)
+	if err != nil {
+		s.log.Warn("cannot ask job-list for annotations; jobs read from the backlog lack them until their next annotations event", "error", err)
+		return nil
+	}
+	return &annotationsCall{s: s, call: call}
+}
+
+// take handles one response of the job-list call; end reports its last.
+func (a *annotationsCall) take(m wire.Message) (recs []*core.Record, end bool) {
+	s := a.s
+	if err := connector.ResponseError(&m); err != nil {
+		if errors.Is(err, syscall.ENODATA) {
+			s.log.Info("annotations of active jobs read from job-list", "jobs", a.jobs, "records", a.records)
+			return nil, true
+		}
+		s.log.Warn("job-list did not give annotations; jobs read from the backlog lack them until their next annotations event",
+			"error", err, "hint", "is the job-list module loaded? (flux module list)")
+		return nil, true
+	}
+	jobs, err := parseJobList(m.JSON())
+	if err != nil {
+		s.log.Warn("job-list response does not decode; skipped", "error", err, "payload", m.String())
+		return nil, false
+	}
+	for _, j := range jobs {
+		a.jobs++
+		r := s.ann.Annotate(j.id, j.annotations)
+		a.records += len(r)
+		recs = append(recs, r...)
+	}
+	// A non-streaming answer (a broker that ignores the flag) is whole.
+	return recs, m.Flags&wire.FlagStreaming == 0
+}
+
+type listedJob struct {
+	id          uint64
+	annotations json.RawMessage // nil: job-list has none
+}
+
+// parseJobList decodes a job-list.list response: {"jobs":[{"id":I,
+// "annotations":{...}}...]}. job-list leaves "annotations" out of a job
+// that has none (job_util.c:store_attr).
+func parseJobList(payload []byte) ([]listedJob, error) {
+	var resp struct {
+		Jobs *[]struct {
+			ID          uint64          `json:"id"`
+			Annotations json.RawMessage `json:"annotations"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(payload, &resp); err != nil {
+		return nil, fmt.Errorf("job-list.list: %w", err)
+	}
+	if resp.Jobs == nil {
+		return nil, errors.New(`job-list.list: no "jobs" array`)
+	}
+	out := make([]listedJob, 0, len(*resp.Jobs))
+	for _, j := range *resp.Jobs {
+		ann := j.Annotations
+		if string(ann) == "null" {
+			ann = nil
+		}
+		out = append(out, listedJob{id: j.ID, annotations: ann})
+	}
+	return out, nil
 }
 
 // cancel ends the journal stream politely: events-journal-cancel, then a
