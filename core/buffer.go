@@ -171,18 +171,36 @@ type diskBuffer struct {
 	// entryHint sizes new spool entries (grown from what was seen) so
 	// they are written without reallocation.
 	entryHint atomic.Int64
+	dlq       *deadLetters
+	dir       string
+	onFatal   func(error)
+	// failed is set when an fsync failed: after that the page cache may
+	// have dropped writes the kernel no longer reports, so nothing is ever
+	// released as synced again and the pipeline stops (a restart re-reads
+	// the spool from disk).
+	failed atomic.Pointer[error]
 }
 
-func openDiskBuffer(dir string, cfg BufferConfig, stats *SinkStats, log *slog.Logger) (*diskBuffer, error) {
+// errSpoolFailed wraps the fsync failure that ended a spool.
+func (b *diskBuffer) failure() error {
+	if p := b.failed.Load(); p != nil {
+		return fmt.Errorf("spool failed, sink stopped; restart fluxstream once the disk is fixed (undelivered records stay spooled or come again from the source): %w", *p)
+	}
+	return nil
+}
+
+// openDiskBuffer opens the spool in dir. onFatal is told once when the
+// spool fails for good.
+func openDiskBuffer(dir string, cfg BufferConfig, stats *SinkStats, log *slog.Logger, dlq *deadLetters, onFatal func(error)) (*diskBuffer, error) {
 	seg := min(int64(16<<20), int64(cfg.MaxBytes)/8)
-	sp, err := spool.Open(dir, spool.Options{SegmentBytes: seg})
+	sp, err := spool.Open(dir, spool.Options{SegmentBytes: seg, Meta: spoolMeta})
 	if err != nil {
 		return nil, err
 	}
 	for _, problem := range sp.Recovered() {
 		log.Warn("spool: cut what an unclean stop left unfinished (those records were never acknowledged: the source sends them again)", "problem", problem)
 	}
-	b := &diskBuffer{sp: sp, cfg: cfg, stats: stats, log: log,
+	b := &diskBuffer{sp: sp, cfg: cfg, stats: stats, log: log, dlq: dlq, dir: filepath.Clean(dir), onFatal: onFatal,
 		stopSync: make(chan struct{}), syncDone: make(chan struct{})}
 	b.cond = sync.NewCond(&b.mu)
 	b.entryHint.Store(1024)
@@ -196,15 +214,31 @@ func openDiskBuffer(dir string, cfg BufferConfig, stats *SinkStats, log *slog.Lo
 }
 
 func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
-	payloads := make([][]byte, len(recs))
+	if err := b.failure(); err != nil {
+		return err
+	}
+	payloads := make([][]byte, 0, len(recs))
 	size := int64(0)
 	hint := int(b.entryHint.Load())
-	for i, r := range recs {
-		p := encodeSpoolEntry(r, hint)
-		payloads[i] = p
+	kept := make([]*Record, 0, len(recs))
+	for _, r := range recs {
+		p, err := encodeSpoolEntry(r, hint)
+		if err != nil {
+			// Cannot happen with records of this build; if it does, the
+			// record is parked, never acknowledged into nowhere.
+			if derr := b.dlq.add(recordLetter(r, fmt.Errorf("cannot spool: %w", err))); derr != nil {
+				return fmt.Errorf("record %s cannot be spooled (%v) nor dead-lettered: %w", r.ID, err, derr)
+			}
+			b.stats.DeadLettered.Add(1)
+			r.Ack()
+			continue
+		}
+		kept = append(kept, r)
+		payloads = append(payloads, p)
 		size += int64(len(p)) + 8
 		hint = max(hint, len(p)+len(p)/4)
 	}
+	recs = kept
 	b.entryHint.Store(int64(min(hint, 64<<10)))
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -232,6 +266,9 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 			b.log.Warn("spool full: blocking the source until the sink catches up (when_full: block)", "max_bytes", b.cfg.MaxBytes.String())
 		}
 		if err := condWait(ctx, b.cond); err != nil {
+			return err
+		}
+		if err := b.failure(); err != nil {
 			return err
 		}
 	}
@@ -294,9 +331,21 @@ func (b *diskBuffer) syncLoop() {
 
 // syncOnce fsyncs what was appended and releases those records upstream.
 func (b *diskBuffer) syncOnce() {
+	if b.failed.Load() != nil {
+		return
+	}
 	upto, err := b.sp.Sync()
 	if err != nil {
-		b.log.Error("spool fsync failed; records stay unacknowledged and the fsync is retried", "error", err)
+		// Never retry and release: a second fsync can succeed although the
+		// kernel dropped the pages the first one failed on.
+		b.failed.Store(&err)
+		b.log.Error("spool fsync failed: the sink stops and fluxstream shuts down; records since the last good fsync stay unacknowledged", "error", err)
+		b.mu.Lock()
+		b.cond.Broadcast()
+		b.mu.Unlock()
+		if b.onFatal != nil {
+			b.onFatal(b.failure())
+		}
 		return
 	}
 	b.release(upto)
@@ -342,21 +391,32 @@ func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, erro
 		return nil, ticket{}, err
 	}
 	b.readSeq = entries[len(entries)-1].Seq + 1
-	end := b.readSeq
 	b.mu.Unlock()
 	out := make([]*Record, 0, len(entries))
 	for _, e := range entries {
-		r, err := decodeSpoolEntry(e.Data)
-		if err != nil {
-			// Only possible with a spool written by another version or
-			// damaged by hand: report and go on.
-			b.log.Error("undecodable spool entry skipped", "seq", e.Seq, "error", err)
-			b.stats.Errors.Add(1)
+		r, err := decodeSpoolEntry(e.Data, e.Meta)
+		if err == nil {
+			out = append(out, r)
 			continue
 		}
-		out = append(out, r)
+		// Damaged or foreign bytes that passed the checksum: parked raw in
+		// the dead-letter file, never skipped.
+		where := fmt.Sprintf("spool %s entry %d", b.dir, e.Seq)
+		b.log.Error("spool entry does not decode; moved, raw, to the dead-letter file", "where", where, "error", err, "file", b.dlq.path)
+		if derr := b.dlq.add(deadLetter{Error: err.Error(), Where: where, Raw: e.Data}); derr != nil {
+			// Keep it: reading resumes at this entry.
+			b.mu.Lock()
+			b.readSeq = e.Seq
+			b.mu.Unlock()
+			if len(out) == 0 {
+				return nil, ticket{}, fmt.Errorf("%s does not decode (%v) and cannot be dead-lettered: %w", where, err, derr)
+			}
+			return out, ticket{end: e.Seq}, nil
+		}
+		b.stats.DeadLettered.Add(1)
+		b.stats.Errors.Add(1)
 	}
-	return out, ticket{end: end}, nil
+	return out, ticket{end: entries[len(entries)-1].Seq + 1}, nil
 }
 
 func (b *diskBuffer) Done(t ticket) {

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"sync"
@@ -133,17 +134,117 @@ func (r *Record) EventName() string {
 	return string(r.Kind)
 }
 
-// Clone returns a shallow copy that shares the acknowledgement lineage of
-// r. Transforms modify the clone, never r.
+// Clone returns a copy that shares the acknowledgement lineage of r, for a
+// transform to change. Everything a transform can change by assignment is
+// the clone's own: the job (with its pointers, slices and exception), the
+// event, the eventlog slice, purge, invalid and encoded parts. Only JSON
+// bytes (jobspec, R, event contexts, annotations, an encoded value) are
+// shared: they are replaced, never written into (EditJSON builds new
+// ones). The clone has no cached JSON form.
 func (r *Record) Clone() *Record {
 	c := &Record{
 		Kind: r.Kind, ID: r.ID, Cluster: r.Cluster, Source: r.Source,
-		Event: r.Event, Job: r.Job, Jobspec: r.Jobspec, R: r.R, Eventlog: r.Eventlog,
-		Purge: r.Purge, Invalid: r.Invalid, Encoded: r.Encoded,
+		Jobspec: clip(r.Jobspec), R: clip(r.R),
 		ack: r.ack,
+	}
+	if r.Event != nil {
+		e := *r.Event
+		e.Context = clip(e.Context)
+		c.Event = &e
+	}
+	if r.Job != nil {
+		c.Job = r.Job.Clone()
+	}
+	if r.Eventlog != nil {
+		c.Eventlog = make([]Event, len(r.Eventlog))
+		for i, e := range r.Eventlog {
+			e.Context = clip(e.Context)
+			c.Eventlog[i] = e
+		}
+	}
+	if r.Purge != nil {
+		p := *r.Purge
+		c.Purge = &p
+	}
+	if r.Invalid != nil {
+		v := *r.Invalid
+		c.Invalid = &v
+	}
+	if r.Encoded != nil {
+		e := *r.Encoded
+		e.Value = clip(e.Value)
+		if e.Headers != nil {
+			e.Headers = make(map[string]string, len(r.Encoded.Headers))
+			for k, v := range r.Encoded.Headers {
+				e.Headers[k] = v
+			}
+		}
+		c.Encoded = &e
 	}
 	return c
 }
+
+// clip caps a shared byte slice at its length, so an append to it
+// reallocates instead of writing into the original's memory.
+func clip[T ~[]byte](b T) T { return b[:len(b):len(b)] }
+
+// Clone returns a copy of the job that shares no memory with j except
+// JSON bytes (annotations), which are only ever replaced.
+func (j *Job) Clone() *Job {
+	c := *j
+	c.Priority = clonePtr(j.Priority)
+	c.NTasks, c.NCores, c.NNodes = clonePtr(j.NTasks), clonePtr(j.NCores), clonePtr(j.NNodes)
+	c.Duration = clonePtr(j.Duration)
+	c.Success = clonePtr(j.Success)
+	c.WaitStatus, c.ReturnCode = clonePtr(j.WaitStatus), clonePtr(j.ReturnCode)
+	c.Exception = clonePtr(j.Exception)
+	c.Requested = clonePtr(j.Requested)
+	c.Allocated = clonePtr(j.Allocated)
+	if j.Dependencies != nil {
+		c.Dependencies = append([]string{}, j.Dependencies...)
+	}
+	c.Annotations = clip(j.Annotations)
+	return &c
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
+
+// EditJSON decodes raw JSON (numbers kept exact), lets edit change the
+// value, and returns the new encoding; raw itself is never written. An
+// empty raw stays empty.
+func EditJSON(raw json.RawMessage, edit func(v any) (any, error)) (json.RawMessage, error) {
+	if len(raw) == 0 {
+		return raw, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	v, err := edit(v)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// forgetJSON drops the cached JSON form; the runtime calls it on what a
+// transform returns, so a form cached while the transform was still
+// changing the record is never shipped.
+func (r *Record) forgetJSON() { r.json.Store(nil) }
 
 // JSON returns the record's JSON form, computed once: records reach several
 // sinks and the spool, and are immutable once emitted.

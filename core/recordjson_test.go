@@ -1,6 +1,7 @@
 package core
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"reflect"
@@ -145,16 +146,26 @@ func FuzzDecodeAvro(f *testing.F) {
 	var r Record
 	n := 0
 	fill(reflect.ValueOf(&r).Elem(), &n)
-	f.Add(AppendAvro(nil, &r))
-	f.Add(AppendAvro(nil, &Record{Kind: KindPurge, ID: "1:purge", Purge: &Purge{ID: 1}}))
+	full, _ := AppendAvro(nil, &r)
+	f.Add(full)
+	purge, _ := AppendAvro(nil, &Record{Kind: KindPurge, ID: "1:purge", Purge: &Purge{ID: 1}})
+	f.Add(purge)
 	f.Add([]byte{0x02, 'e', 0x7f, 0xff, 0xff, 0xff, 0x0f})
+	// The review's 41-byte input: a string length of 2^62 after the kind,
+	// which once made the decoder allocate until the process died.
+	huge := binary.AppendUvarint([]byte{0x0a, 'e', 'v', 'e', 'n', 't'}, 1<<63)
+	f.Add(append(huge, make([]byte, 41-len(huge))...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, err := DecodeAvro(b)
 		if err != nil {
 			return
 		}
 		// What decodes re-encodes to the same bytes.
-		if again := AppendAvro(nil, rec); string(again) != string(b) {
+		again, err := AppendAvro(nil, rec)
+		if err != nil {
+			t.Fatalf("decoded record does not encode: %v", err)
+		}
+		if string(again) != string(b) {
 			if _, err := DecodeAvro(again); err != nil {
 				t.Fatalf("re-encoded record does not decode: %v", err)
 			}
@@ -167,8 +178,11 @@ func TestSpoolEntryRoundTrip(t *testing.T) {
 	n := 0
 	fill(reflect.ValueOf(&r).Elem(), &n)
 	r.Encoded = &Encoded{Format: "avro-confluent", Value: []byte{0, 0, 0, 0, 7, 1, 2}, SchemaID: 7, Headers: map[string]string{"b": "2", "a": "1"}}
-	e := encodeSpoolEntry(&r, 16)
-	back, err := decodeSpoolEntry(e)
+	e, err := encodeSpoolEntry(&r, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := decodeSpoolEntry(e, spoolMeta)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +192,7 @@ func TestSpoolEntryRoundTrip(t *testing.T) {
 		t.Fatalf("spool round trip:\n got %s %+v\nwant %s %+v", got, back.Encoded, want, r.Encoded)
 	}
 	for i := range e {
-		if _, err := decodeSpoolEntry(e[:i]); err == nil && i < len(e) {
+		if _, err := decodeSpoolEntry(e[:i], spoolMeta); err == nil && i < len(e) {
 			t.Fatalf("entry cut at %d of %d decoded", i, len(e))
 		}
 	}

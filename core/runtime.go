@@ -1,10 +1,8 @@
 package core
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,12 +55,22 @@ type Pipeline struct {
 	state   *StateDB
 	rt      map[*Node]*nodeRuntime
 	dryMu   sync.Mutex
+	// fatal stops the sources when a part fails for good (a spool whose
+	// fsync failed); set by Run.
+	fatal func(error)
+}
+
+func (p *Pipeline) fail(err error) {
+	if p.fatal != nil {
+		p.fatal(err)
+	}
 }
 
 type nodeRuntime struct {
 	node   *Node
 	log    *slog.Logger
 	stats  SinkStats
+	dlq    *deadLetters
 	runner atomic.Pointer[sinkRunner] // sinks only, nil in dry-run
 	// rate-limit for per-record error logs
 	mu       sync.Mutex
@@ -93,7 +101,7 @@ func NewPipeline(g *Graph, opts RunOptions) *Pipeline {
 	}
 	p := &Pipeline{g: g, opts: opts, log: opts.Logger, dataDir: dataDir, rt: map[*Node]*nodeRuntime{}}
 	for _, n := range g.Nodes {
-		p.rt[n] = &nodeRuntime{node: n, log: opts.Logger.With(n.Kind, n.Name)}
+		p.rt[n] = &nodeRuntime{node: n, log: opts.Logger.With(n.Kind, n.Name), dlq: newDeadLetters(dataDir, n.Name)}
 	}
 	return p
 }
@@ -127,6 +135,9 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			err = cerr
 		}
 	}()
+	srcCtx, cancelSources := context.WithCancelCause(ctx)
+	defer cancelSources(nil)
+	p.fatal = cancelSources
 	if err := p.provision(ctx); err != nil {
 		return err
 	}
@@ -144,8 +155,6 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 	}
 
-	srcCtx, cancelSources := context.WithCancel(ctx)
-	defer cancelSources()
 	type result struct {
 		n   *Node
 		err error
@@ -175,8 +184,11 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			if runErr == nil {
 				runErr = fmt.Errorf("source %s: %w", res.n.Name, res.err)
 			}
-			cancelSources()
+			cancelSources(nil)
 		}
+	}
+	if cause := context.Cause(srcCtx); runErr == nil && cause != nil && !errors.Is(cause, context.Canceled) && ctx.Err() == nil {
+		runErr = cause // a sink's spool failed for good
 	}
 
 	// Drain: sinks deliver what they hold. After a signal or a failure the
@@ -248,7 +260,8 @@ func (p *Pipeline) provision(ctx context.Context) error {
 		if n.Buffer.Type == "memory" {
 			buf = newMemBuffer(n.Buffer, &rt.stats, rt.log)
 		} else {
-			db, err := openDiskBuffer(filepath.Join(p.dataDir, "spool", n.Name), n.Buffer, &rt.stats, rt.log)
+			db, err := openDiskBuffer(filepath.Join(p.dataDir, "spool", n.Name), n.Buffer, &rt.stats, rt.log, rt.dlq,
+				func(err error) { p.fail(fmt.Errorf("sink %s: %w", n.Name, err)) })
 			if err != nil {
 				return fmt.Errorf("sink %s: %w", n.Name, err)
 			}
@@ -389,8 +402,9 @@ func (p *Pipeline) accept(ctx context.Context, n *Node, recs []*Record) error {
 		for _, r := range recs {
 			outs, err := impl.Route(ctx, r)
 			if err != nil {
-				p.recordError(rt, r, err)
-				r.Ack()
+				if err := p.nodeFailed(rt, r, err); err != nil {
+					return err
+				}
 				continue
 			}
 			if len(outs) == 0 {
@@ -415,8 +429,9 @@ func (p *Pipeline) accept(ctx context.Context, n *Node, recs []*Record) error {
 		for _, r := range recs {
 			res, err := impl.Process(ctx, r)
 			if err != nil {
-				p.recordError(rt, r, err)
-				r.Ack()
+				if err := p.nodeFailed(rt, r, err); err != nil {
+					return err
+				}
 				continue
 			}
 			if len(res) == 0 {
@@ -426,6 +441,9 @@ func (p *Pipeline) accept(ctx context.Context, n *Node, recs []*Record) error {
 			}
 			for _, o := range res {
 				o.ack = r.ack
+				if o != r {
+					o.forgetJSON()
+				}
 			}
 			r.retain(len(res) - 1)
 			out = append(out, res...)
@@ -441,17 +459,41 @@ func (p *Pipeline) accept(ctx context.Context, n *Node, recs []*Record) error {
 	return fmt.Errorf("node %s: %T is no component", n.Name, n.Impl)
 }
 
-// recordError logs a per-record failure of a transform, at most once every
-// 10 seconds per node with a count of the ones not shown.
-func (p *Pipeline) recordError(rt *nodeRuntime, r *Record, err error) {
+// nodeFailed parks a record a transform or router failed on in the node's
+// dead-letter file, with the reason: a failure is not a delivery. Only
+// once the line is durable is the record acknowledged. If the file cannot
+// be written, the error stops the source: the record is never
+// acknowledged, so it comes again after a restart. In dry-run nothing is
+// written; the failure is printed.
+func (p *Pipeline) nodeFailed(rt *nodeRuntime, r *Record, err error) error {
 	rt.stats.Errors.Add(1)
+	if p.opts.DryRun {
+		p.dryMu.Lock()
+		fmt.Fprintf(p.opts.DryRunOut, "[%s] error: record %s: %v (a real run writes it to the dead-letter file)\n", rt.node.Name, r.ID, err)
+		p.dryMu.Unlock()
+		r.Ack()
+		return nil
+	}
+	if derr := rt.dlq.add(recordLetter(r, err)); derr != nil {
+		rt.log.Error("record failed and cannot be dead-lettered; stopping (it is not acknowledged and comes again)", "record", r.ID, "error", err, "dead_letter_error", derr)
+		return fmt.Errorf("%s %s: record %s failed (%v) and %w", rt.node.Kind, rt.node.Name, r.ID, err, derr)
+	}
+	rt.stats.DeadLettered.Add(1)
+	rt.warnf("record failed; written to the dead-letter file", "record", r.ID, "error", err, "file", rt.dlq.path)
+	r.Ack()
+	return nil
+}
+
+// warnf logs a per-record problem of a node at most once every 10 seconds,
+// with the count of the ones not shown.
+func (rt *nodeRuntime) warnf(msg string, args ...any) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if time.Since(rt.lastWarn) < 10*time.Second {
 		rt.muted++
 		return
 	}
-	rt.log.Error("record dropped: transform failed", "record", r.ID, "error", err, "similar_errors_not_shown", rt.muted)
+	rt.log.Error(msg, append(args, "similar_not_shown", rt.muted)...)
 	rt.lastWarn, rt.muted = time.Now(), 0
 }
 
@@ -532,26 +574,24 @@ type sinkRunner struct {
 	rt   *nodeRuntime
 	sink Sink
 	buf  buffer
-	dlq  *os.File
 }
 
 func (s *sinkRunner) run(ctx context.Context) {
-	defer func() {
-		if s.dlq != nil {
-			s.dlq.Close()
-		}
-	}()
 	max := s.rt.node.Batch.MaxRecords
 	for {
 		batch, t, err := s.buf.Next(ctx, max)
 		if err != nil {
 			if err != io.EOF && ctx.Err() == nil {
-				s.rt.log.Error("reading the buffer failed", "error", err)
+				s.rt.warnf("reading the buffer failed; retrying", "error", err)
 				s.rt.stats.Errors.Add(1)
 				sleepCtx(ctx, time.Second)
 				continue
 			}
 			return
+		}
+		if len(batch) == 0 { // every entry read was dead-lettered
+			s.buf.Done(t)
+			continue
 		}
 		if !s.deliver(ctx, batch) {
 			return // shutdown timeout: the batch stays undelivered
@@ -587,14 +627,18 @@ func (s *sinkRunner) deliver(ctx context.Context, batch []*Record) bool {
 				case !failed:
 					s.rt.stats.Out.Add(1)
 				case IsPermanent(e):
-					s.deadLetter(r, e)
+					if !s.deadLetter(r, e) {
+						retry = append(retry, r)
+					}
 				default:
 					retry = append(retry, r)
 				}
 			}
 		case IsPermanent(err):
 			for _, r := range batch {
-				s.deadLetter(r, err)
+				if !s.deadLetter(r, err) {
+					retry = append(retry, r)
+				}
 			}
 		default:
 			retry = batch
@@ -620,32 +664,18 @@ func (s *sinkRunner) deliver(ctx context.Context, batch []*Record) bool {
 	}
 }
 
-// deadLetter appends a refused record, with the reason, to
-// DATA_DIR/deadletter/SINK.jsonl: never dropped silently.
-func (s *sinkRunner) deadLetter(r *Record, reason error) {
-	s.rt.stats.DeadLettered.Add(1)
-	path := filepath.Join(s.p.dataDir, "deadletter", s.rt.node.Name+".jsonl")
-	s.rt.log.Error("destination refused a record for good; written to the dead-letter file", "record", r.ID, "error", reason, "file", path)
-	if s.dlq == nil {
-		if err := os.MkdirAll(filepath.Dir(path), 0o750); err == nil {
-			s.dlq, _ = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-		}
-		if s.dlq == nil {
-			s.rt.log.Error("cannot open the dead-letter file; record lost", "record", r.ID, "file", path)
-			return
-		}
+// deadLetter parks a record the destination refused for good in
+// DATA_DIR/deadletter/SINK.jsonl, with the reason. It reports false when
+// the file cannot be written: the caller keeps the record and retries, so
+// the sink stalls (loudly) rather than losing it.
+func (s *sinkRunner) deadLetter(r *Record, reason error) bool {
+	if err := s.rt.dlq.add(recordLetter(r, reason)); err != nil {
+		s.rt.warnf("destination refused a record for good and the dead-letter file cannot be written: the sink holds it and retries", "record", r.ID, "reason", reason, "error", err)
+		return false
 	}
-	js, _ := r.JSON()
-	line, _ := json.Marshal(struct {
-		Time   string          `json:"time"`
-		Sink   string          `json:"sink"`
-		Error  string          `json:"error"`
-		Record json.RawMessage `json:"record"`
-	}{time.Now().UTC().Format(time.RFC3339Nano), s.rt.node.Name, reason.Error(), js})
-	w := bufio.NewWriter(s.dlq)
-	w.Write(append(line, '\n'))
-	w.Flush()
-	s.dlq.Sync()
+	s.rt.stats.DeadLettered.Add(1)
+	s.rt.warnf("destination refused a record for good; written to the dead-letter file", "record", r.ID, "error", reason, "file", s.rt.dlq.path)
+	return true
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

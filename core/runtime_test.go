@@ -332,7 +332,7 @@ sinks:
 		t.Fatalf("dead letters: %d", len(lines))
 	}
 	rec := lines[0]["record"].(map[string]any)
-	if lines[0]["error"] != "mapping rejected" || lines[0]["sink"] != "es" || rec["id"] != "rec-00000-b" {
+	if lines[0]["error"] != "mapping rejected" || lines[0]["node"] != "es" || rec["id"] != "rec-00000-b" {
 		t.Errorf("dead letter = %v", lines[0])
 	}
 	for _, s := range p.Stats() {

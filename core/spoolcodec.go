@@ -1,19 +1,66 @@
 package core
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
+
+	"github.com/hamba/avro/v2"
+
+	"github.com/fluxstream/fluxstream/schemas/avrorec"
 )
 
 // Spool entries hold a record in Avro binary (AppendAvro: fast both ways,
 // half the size of JSON) plus what the record contract leaves out (an
 // encoder's bytes). Version byte first, so the format can change without
 // misreading old spools; the record comes last, so it needs no length.
+//
+// Each spool segment names the Avro schema its entries were written with
+// (spoolMeta, in the segment header), so a spool written by an older
+// fluxstream drains after an upgrade: its records are read through Avro
+// schema resolution. Segments of the first milestone carry no schema; they
+// were written with avrorec.V1.
 const spoolEntryV1 = 1
 
-func encodeSpoolEntry(r *Record, sizeHint int) []byte {
+// spoolMeta is the segment header of spools written now: the schema's
+// Rabin fingerprint (8 bytes, big-endian), then the schema text.
+var spoolMeta = binary.BigEndian.AppendUint64(nil, avrorec.Fingerprint(avrorec.Schema))
+
+func init() { spoolMeta = append(spoolMeta, avrorec.AVSC...) }
+
+// writerSchemas caches the schemas named by segment headers.
+var writerSchemas sync.Map // string(meta) -> avro.Schema
+
+// spoolWriterSchema returns the schema a segment's entries were written
+// with.
+func spoolWriterSchema(meta []byte) (avro.Schema, error) {
+	if meta == nil {
+		return avrorec.V1, nil
+	}
+	if bytes.Equal(meta, spoolMeta) {
+		return avrorec.Schema, nil
+	}
+	if s, ok := writerSchemas.Load(string(meta)); ok {
+		return s.(avro.Schema), nil
+	}
+	if len(meta) < 8 {
+		return nil, fmt.Errorf("segment header: schema fingerprint cut short (%d bytes)", len(meta))
+	}
+	s, err := avro.Parse(string(meta[8:]))
+	if err != nil {
+		return nil, fmt.Errorf("segment header: writer schema: %w", err)
+	}
+	if got, want := avrorec.Fingerprint(s), binary.BigEndian.Uint64(meta[:8]); got != want {
+		return nil, fmt.Errorf("segment header: writer schema has fingerprint %016x, header says %016x", got, want)
+	}
+	writerSchemas.Store(string(meta), s)
+	return s, nil
+}
+
+func encodeSpoolEntry(r *Record, sizeHint int) ([]byte, error) {
 	b := make([]byte, 0, sizeHint)
 	b = append(b, spoolEntryV1)
 	if e := r.Encoded; e == nil {
@@ -44,7 +91,8 @@ func appendBytes(b, v []byte) []byte {
 
 var errShortEntry = errors.New("spool entry cut short")
 
-func decodeSpoolEntry(b []byte) (*Record, error) {
+// decodeSpoolEntry decodes an entry of a segment whose header is meta.
+func decodeSpoolEntry(b, meta []byte) (*Record, error) {
 	if len(b) == 0 || b[0] != spoolEntryV1 {
 		return nil, fmt.Errorf("spool entry: unknown version")
 	}
@@ -68,7 +116,11 @@ func decodeSpoolEntry(b []byte) (*Record, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
-	r, err := DecodeAvro(d.b)
+	writer, err := spoolWriterSchema(meta)
+	if err != nil {
+		return nil, err
+	}
+	r, err := DecodeAvroFrom(writer, d.b)
 	if err != nil {
 		return nil, fmt.Errorf("spool entry: %w", err)
 	}

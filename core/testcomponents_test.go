@@ -18,6 +18,7 @@ import (
 
 type genSource struct {
 	Count    int           `yaml:"count"`
+	BadEvery int           `yaml:"bad_every"` // ids of every Nth record end in "-bad" (transforms fail on them)
 	Batch    int           `yaml:"batch"`
 	Wait     bool          `yaml:"wait"` // keep running after emitting, until cancelled
 	Interval time.Duration `yaml:"interval"`
@@ -39,7 +40,11 @@ func (g *genSource) Run(ctx context.Context, out core.Emitter) error {
 	for i := 0; i < g.Count; i += batch {
 		var recs []*core.Record
 		for j := i; j < min(i+batch, g.Count); j++ {
-			recs = append(recs, &core.Record{Kind: core.KindEvent, ID: fmt.Sprintf("rec-%05d", j),
+			id := fmt.Sprintf("rec-%05d", j)
+			if g.BadEvery > 0 && j%g.BadEvery == 0 {
+				id += "-bad"
+			}
+			recs = append(recs, &core.Record{Kind: core.KindEvent, ID: id,
 				Job: &core.Job{ID: uint64(j % 7)}, Event: &core.Event{Name: "submit", Timestamp: float64(j)}})
 		}
 		n := len(recs)
@@ -116,6 +121,10 @@ func (parity) Route(_ context.Context, r *core.Record) ([]string, error) {
 type memSink struct {
 	FailFirst int    `yaml:"fail_first"` // fail this many Write calls
 	Refuse    string `yaml:"refuse"`     // records whose ID has this suffix are refused for good
+	// FlakyEvery fails every Nth record transiently on its first attempt
+	// (a per-record failure inside a batch that otherwise succeeds).
+	FlakyEvery int `yaml:"flaky_every"`
+	tried      map[string]bool
 
 	mu      sync.Mutex
 	got     []string
@@ -147,6 +156,17 @@ func (s *memSink) Write(ctx context.Context, batch []*core.Record) error {
 		if s.Refuse != "" && strings.HasSuffix(r.ID, s.Refuse) {
 			be.Fail(i, core.Permanent(errors.New("mapping rejected")))
 			continue
+		}
+		if n := 0; s.FlakyEvery > 0 && !s.tried[r.ID] {
+			fmt.Sscanf(r.ID, "rec-%d", &n)
+			if n%s.FlakyEvery == 0 {
+				if s.tried == nil {
+					s.tried = map[string]bool{}
+				}
+				s.tried[r.ID] = true
+				be.Fail(i, errors.New("shard busy, try again"))
+				continue
+			}
 		}
 		s.got = append(s.got, r.ID)
 	}

@@ -1,33 +1,28 @@
 // Package schemas holds the contracts of fluxstream's output: the Avro
-// schema of a record (record.avsc, embedded) and its JSON form
-// (record.md), and the codecs between records and Avro bytes: plain
-// binary, Confluent wire format (magic 0, schema id) and Avro single-object
-// encoding.
+// schema of a record (avrorec/record.avsc, embedded) and its JSON form
+// (record.md), and the framings of Avro bytes: plain binary, Confluent
+// wire format (magic 0, schema id) and Avro single-object encoding. The
+// Avro codec itself is hamba/avro on the types generated in avrorec.
 package schemas
 
 import (
 	"bytes"
-	_ "embed"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/hamba/avro/v2"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/schemas/avrorec"
 )
 
 // RecordAVSC is the Avro schema of a record, as registered.
-//
-//go:embed record.avsc
-var RecordAVSC string
+var RecordAVSC = avrorec.AVSC
 
 // RecordSchema is RecordAVSC parsed.
-var RecordSchema = avro.MustParse(RecordAVSC)
-
-// api bounds what decoding may allocate from counts in the input: a
-// string as large as a Flux message may be, arrays of a sane length.
-var api = avro.Config{MaxByteSliceSize: 64 << 20, MaxSliceAllocSize: 1 << 16}.Freeze()
+var RecordSchema = avrorec.Schema
 
 // Encodings of core.Encoded.Format.
 const (
@@ -66,7 +61,7 @@ func Fingerprint() []byte { return bytes.Clone(singleObjectHeader[2:]) }
 
 // Marshal encodes a record as Avro binary (no framing).
 func Marshal(r *core.Record) ([]byte, error) {
-	return core.AppendAvro(make([]byte, 0, 512), r), nil
+	return core.AppendAvro(make([]byte, 0, 512), r)
 }
 
 // AppendConfluent appends the Confluent wire format of r: magic byte 0,
@@ -74,31 +69,57 @@ func Marshal(r *core.Record) ([]byte, error) {
 func AppendConfluent(dst []byte, schemaID int, r *core.Record) ([]byte, error) {
 	dst = append(dst, 0)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(schemaID))
-	return core.AppendAvro(dst, r), nil
+	return core.AppendAvro(dst, r)
 }
 
 // AppendSingleObject appends the Avro single-object encoding of r.
 func AppendSingleObject(dst []byte, r *core.Record) ([]byte, error) {
 	dst = append(dst, singleObjectHeader...)
-	return core.AppendAvro(dst, r), nil
+	return core.AppendAvro(dst, r)
 }
 
 // Unmarshal decodes Avro binary written with RecordSchema.
-func Unmarshal(b []byte) (*core.Record, error) {
-	var a avroRecord
-	if err := api.Unmarshal(RecordSchema, b, &a); err != nil {
+func Unmarshal(b []byte) (*core.Record, error) { return UnmarshalFrom(nil, b) }
+
+// UnmarshalFrom decodes Avro binary written with schema writer (nil: the
+// current one; an older one is resolved to it). Unlike the spool's
+// decoding it checks what a foreign writer may get wrong: JSON text
+// fields must be JSON, and the record must have a JSON form.
+func UnmarshalFrom(writer avro.Schema, b []byte) (*core.Record, error) {
+	r, err := core.DecodeAvroFrom(writer, b)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkJSON(r); err != nil {
 		return nil, fmt.Errorf("decode avro record: %w", err)
 	}
-	if err := checkJSON(&a); err != nil {
-		return nil, fmt.Errorf("decode avro record: %w", err)
-	}
-	r := fromAvro(&a)
-	// Decoding serves readers of the JSON form; refuse what it cannot hold
-	// (NaN, infinities from a foreign writer).
+	// NaN and infinities have no JSON form.
 	if _, err := r.MarshalJSON(); err != nil {
 		return nil, fmt.Errorf("decode avro record: no JSON form: %w", err)
 	}
 	return r, nil
+}
+
+// checkJSON reports JSON text fields that are not JSON.
+func checkJSON(r *core.Record) error {
+	var errs []error
+	check := func(name string, raw json.RawMessage) {
+		if raw != nil && !json.Valid(raw) {
+			errs = append(errs, fmt.Errorf("field %s: not JSON text", name))
+		}
+	}
+	check("jobspec", r.Jobspec)
+	check("R", r.R)
+	if r.Event != nil {
+		check("event.context", r.Event.Context)
+	}
+	for i := range r.Eventlog {
+		check(fmt.Sprintf("eventlog[%d].context", i), r.Eventlog[i].Context)
+	}
+	if r.Job != nil {
+		check("job.annotations", r.Job.Annotations)
+	}
+	return errors.Join(errs...)
 }
 
 // Decode decodes an encoded value back into a record. For the Confluent
