@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/core/spool"
 )
 
@@ -333,6 +334,49 @@ func mutateAll(v reflect.Value, n *int) {
 		}
 		for i := range v.Len() {
 			mutateAll(v.Index(i), n)
+		}
+	}
+}
+
+// staleEditor caches the JSON form of its clone before it is done
+// changing it, as a transform might by calling a helper that encodes.
+type staleEditor struct{}
+
+func (staleEditor) Process(_ context.Context, r *core.Record) ([]*core.Record, error) {
+	c := r.Clone()
+	c.JSON()
+	c.Job.Username = "changed-after-encoding"
+	return []*core.Record{c}, nil
+}
+
+// What a sink ships as a record's JSON form is always a fresh encode of
+// the record as the transform left it.
+func TestTransformOutputJSONIsFresh(t *testing.T) {
+	reg, _ := testRegistry()
+	reg.RegisterTransform("stale", "caches JSON early", func(nc *core.NodeConfig) (any, error) {
+		return staleEditor{}, nc.Decode(&struct{}{})
+	})
+	col := &coretest.Collector{}
+	col.Register(reg)
+	g := coretest.Build(t, reg, `
+sources:
+  gen: {type: gen, count: 5}
+transforms:
+  t: {type: stale, inputs: [gen]}
+sinks:
+  out: {type: collect, inputs: [t], buffer: {type: memory}}
+`)
+	if err := runPipeline(t, g, core.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	recs := col.All()
+	if len(recs) != 5 {
+		t.Fatalf("%d records", len(recs))
+	}
+	for _, r := range recs {
+		got, _ := r.JSON()
+		if !strings.Contains(string(got), "changed-after-encoding") {
+			t.Fatalf("sink got a stale JSON form: %s", got)
 		}
 	}
 }

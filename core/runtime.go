@@ -222,7 +222,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 
 func (p *Pipeline) provision(ctx context.Context) error {
 	if !p.opts.DryRun {
-		if err := os.MkdirAll(p.dataDir, 0o750); err != nil {
+		if err := os.MkdirAll(p.dataDir, 0o700); err != nil {
 			return fmt.Errorf("data_dir: %w", err)
 		}
 		st, err := OpenStateDB(filepath.Join(p.dataDir, "state.db"))

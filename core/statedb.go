@@ -16,20 +16,46 @@ import (
 // an exclusive file lock, so two fluxstream processes can never share a
 // data directory.
 type StateDB struct {
-	db *bolt.DB
+	db   *bolt.DB
+	path string
 }
 
 // OpenStateDB opens (or creates) the state file. It fails fast, naming the
-// file, if another process holds it.
-func OpenStateDB(path string) (*StateDB, error) {
-	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: 2 * time.Second})
+// file, if another process holds it or it is damaged.
+func OpenStateDB(path string) (_ *StateDB, err error) {
+	defer recoverDamage(path, &err)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("state %s is locked by another fluxstream process (one data_dir per process)", path)
 		}
-		return nil, fmt.Errorf("open state %s: %w", path, err)
+		return nil, damaged(path, err)
 	}
-	return &StateDB{db: db}, nil
+	// bbolt checks little at open: walk the pages once, so a damaged file
+	// is reported here and not as a crash later.
+	if err := db.View(func(tx *bolt.Tx) error {
+		for cerr := range tx.Check() {
+			return cerr
+		}
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, damaged(path, err)
+	}
+	return &StateDB{db: db, path: path}, nil
+}
+
+// damaged explains a state file that does not read.
+func damaged(path string, err error) error {
+	return fmt.Errorf("state %s is damaged (%v). To start over, move it aside (mv %s %s.damaged): "+
+		"fluxstream then sends again every event Flux still has (duplicates, nothing lost); the spools are kept", path, err, path, path)
+}
+
+// recoverDamage turns a panic of bbolt on a damaged page into an error.
+func recoverDamage(path string, err *error) {
+	if p := recover(); p != nil {
+		*err = damaged(path, fmt.Errorf("%v", p))
+	}
 }
 
 // Close closes the file.
@@ -37,17 +63,19 @@ func (s *StateDB) Close() error { return s.db.Close() }
 
 // Node returns the KV namespace of a node.
 func (s *StateDB) Node(name string) KV {
-	return &boltKV{db: s.db, bucket: []byte("node:" + name)}
+	return &boltKV{db: s.db, path: s.path, bucket: []byte("node:" + name)}
 }
 
 type boltKV struct {
 	db     *bolt.DB
+	path   string
 	bucket []byte
 }
 
-func (kv *boltKV) Get(key []byte) ([]byte, error) {
+func (kv *boltKV) Get(key []byte) (_ []byte, err error) {
+	defer recoverDamage(kv.path, &err)
 	var out []byte
-	err := kv.db.View(func(tx *bolt.Tx) error {
+	err = kv.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(kv.bucket); b != nil {
 			if v := b.Get(key); v != nil {
 				out = bytes.Clone(v)
@@ -58,7 +86,8 @@ func (kv *boltKV) Get(key []byte) ([]byte, error) {
 	return out, err
 }
 
-func (kv *boltKV) ForEach(fn func(k, v []byte) error) error {
+func (kv *boltKV) ForEach(fn func(k, v []byte) error) (err error) {
+	defer recoverDamage(kv.path, &err)
 	return kv.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(kv.bucket)
 		if b == nil {
@@ -68,7 +97,8 @@ func (kv *boltKV) ForEach(fn func(k, v []byte) error) error {
 	})
 }
 
-func (kv *boltKV) Commit(puts []KVPut) error {
+func (kv *boltKV) Commit(puts []KVPut) (err error) {
+	defer recoverDamage(kv.path, &err)
 	if len(puts) == 0 {
 		return nil
 	}

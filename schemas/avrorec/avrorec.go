@@ -29,8 +29,9 @@ var AVSC string
 // Schema is AVSC parsed.
 var Schema = avro.MustParse(AVSC)
 
-// v1AVSC is the schema of fluxstream's first milestone (every count an
-// Avro int). Spool segments of that build carry no schema, so this is
+// v1AVSC is what fluxstream's first milestone wrote: its schema said int
+// for counts, but its encoder wrote longs (no range check), so the history
+// copy says long. Spool segments of that build carry no schema; this is
 // their writer schema.
 //
 //go:embed history/record-v1.avsc
