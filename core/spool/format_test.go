@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -312,5 +313,30 @@ func TestHeaderRoundTrip(t *testing.T) {
 		if binary.LittleEndian.Uint32(hdr[8:]) != uint32(len(meta)) {
 			t.Fatal("length field")
 		}
+	}
+}
+
+// A damaged length field costs no more memory than the file holds.
+func TestDamagedLengthsAllocateLittle(t *testing.T) {
+	tests := []struct {
+		name string
+		seg  []byte
+	}{
+		{"entry length", append(encodeSegment(2, nil), 0x00, 0x00, 0x00, 0x0f, 1, 2, 3, 4, 5)},
+		{"meta length", append([]byte(magicV2), 0x00, 0x00, 0x10, 0x00, 0, 0, 0, 0, 1, 2)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			res := scanSegment(bufio.NewReaderSize(bytes.NewReader(tt.seg), 16), int64(len(tt.seg)), nil)
+			runtime.ReadMemStats(&after)
+			if res.count != 0 || (res.problem == "" && !res.tornHeader) {
+				t.Fatalf("scan of damaged input: %+v", res)
+			}
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 {
+				t.Fatalf("scanning %d bytes allocated %d", len(tt.seg), grew)
+			}
+		})
 	}
 }
