@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/durable"
 )
 
 // Sample is the sample config shown by docs and `fluxstream`.
@@ -97,18 +99,29 @@ func (c *Config) Validate() error {
 type Sink struct {
 	cfg Config
 	log *slog.Logger
+	fs  durable.FS // tests put a faultfs here
 
-	mu       sync.Mutex
-	f        *os.File
-	bw       *bufio.Writer
-	gz       *gzip.Writer
-	enc      recordWriter
-	size     int64
-	opened   time.Time
-	dirty    bool // written since the last fsync
-	stopSync chan struct{}
-	syncDone chan struct{}
-	now      func() time.Time
+	mu     sync.Mutex
+	f      durable.File
+	bw     *bufio.Writer
+	gz     *gzip.Writer
+	enc    recordWriter
+	size   int64
+	opened time.Time
+	dirty  bool // written since the last fsync
+	// dirDirty: the directory has an entry not yet fsynced (a file
+	// created or rotated): the file's data alone would not survive.
+	dirDirty bool
+	// syncedSize is the file's size at its last good fsync. After a
+	// failed one the bytes beyond it may never reach the disk (the kernel
+	// can drop them, "fsyncgate") and would sit, as zeros, before the
+	// retried batch: the file is cut back to it before the retry
+	// (cutPending).
+	syncedSize int64
+	cutPending bool
+	stopSync   chan struct{}
+	syncDone   chan struct{}
+	now        func() time.Time
 }
 
 var (
@@ -125,7 +138,7 @@ type recordWriter interface {
 
 // New decodes the node's config.
 func New(nc *core.NodeConfig) (core.Sink, error) {
-	s := &Sink{now: time.Now}
+	s := &Sink{now: time.Now, fs: durable.OS}
 	s.cfg.Format = "json"
 	s.cfg.Compression = "none"
 	s.cfg.Fsync = "batch"
@@ -161,7 +174,10 @@ func (s *Sink) syncLoop() {
 		case <-t.C:
 			s.mu.Lock()
 			if s.f != nil && s.dirty {
-				if err := s.f.Sync(); err != nil {
+				if err := s.sync(); err != nil {
+					// fsync: interval promises nothing per batch; the
+					// file stays open, so there is nothing to cut.
+					s.cutPending = false
 					s.log.Error("fsync failed", "path", s.cfg.Path, "error", err)
 				}
 				s.dirty = false
@@ -216,11 +232,46 @@ func (s *Sink) Write(_ context.Context, batch []*core.Record) error {
 	}
 	s.dirty = true
 	if s.cfg.Fsync == "batch" {
-		if err := s.f.Sync(); err != nil {
+		// A failed fsync fails the batch: the runtime writes it again,
+		// which can repeat some of its lines (at-least-once).
+		if err := s.sync(); err != nil {
 			s.abandon()
-			return fmt.Errorf("fsync %s: %w", s.cfg.Path, err)
+			return err
 		}
 		s.dirty = false
+	}
+	return nil
+}
+
+// rotatedName is RotatedName, unique: two rotations within a millisecond
+// must not replace one rotated file with the other.
+func (s *Sink) rotatedName(suffix string) string {
+	t := s.now()
+	for {
+		name := RotatedName(s.cfg.Path, t) + suffix
+		if _, err := s.fs.Stat(name); errors.Is(err, fs.ErrNotExist) {
+			return name
+		}
+		t = t.Add(time.Millisecond)
+	}
+}
+
+// sync fsyncs the file and, when it was created or rotated since, its
+// directory.
+func (s *Sink) sync() error {
+	if err := s.f.Sync(); err != nil {
+		s.cutPending = true
+		return fmt.Errorf("fsync %s: %w", s.cfg.Path, err)
+	}
+	if st, err := s.f.Stat(); err == nil {
+		s.syncedSize = st.Size()
+	}
+	if s.dirDirty {
+		dir := filepath.Dir(s.cfg.Path)
+		if err := s.fs.SyncDir(dir); err != nil {
+			return fmt.Errorf("fsync directory %s: %w", dir, err)
+		}
+		s.dirDirty = false
 	}
 	return nil
 }
@@ -230,8 +281,17 @@ var errUnencodable = errors.New("record cannot be encoded")
 func (s *Sink) open() error {
 	dir := filepath.Dir(s.cfg.Path)
 	if *s.cfg.Mkdir {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
+		if err := durable.MkdirAllSync(s.fs, dir, 0o700); err != nil {
 			return fmt.Errorf("create directory for %s: %w", s.cfg.Path, err)
+		}
+	}
+	if s.cutPending {
+		if err := s.fs.Truncate(s.cfg.Path, s.syncedSize); err != nil {
+			return fmt.Errorf("cut %s back to the %d bytes of its last good fsync: %w", s.cfg.Path, s.syncedSize, err)
+		}
+		s.cutPending = false
+		if s.log != nil {
+			s.log.Warn("cut the file back to its last good fsync before writing the batch again", "file", s.cfg.Path, "bytes", s.syncedSize)
 		}
 	}
 	if err := s.repairTail(); err != nil {
@@ -241,7 +301,10 @@ func (s *Sink) open() error {
 	if s.cfg.Format == "avro" {
 		flags = os.O_RDWR | os.O_CREATE | os.O_APPEND // appending reads the header first
 	}
-	f, err := os.OpenFile(s.cfg.Path, flags, 0o640)
+	if _, err := s.fs.Stat(s.cfg.Path); errors.Is(err, fs.ErrNotExist) {
+		s.dirDirty = true // created now
+	}
+	f, err := s.fs.OpenFile(s.cfg.Path, flags, 0o600)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
 	}
@@ -250,7 +313,7 @@ func (s *Sink) open() error {
 		f.Close()
 		return fmt.Errorf("stat %s: %w", s.cfg.Path, err)
 	}
-	s.f, s.size, s.opened = f, st.Size(), s.now()
+	s.f, s.size, s.opened, s.syncedSize = f, st.Size(), s.now(), st.Size()
 	s.bw = bufio.NewWriterSize(f, 256<<10)
 	if s.cfg.Compression == "gzip" {
 		// Appending a new gzip member to an existing file is valid gzip:
@@ -263,17 +326,22 @@ func (s *Sink) open() error {
 		if err != nil && st.Size() > 0 {
 			// A crash mid-block leaves a file that cannot be continued.
 			// Its complete blocks hold everything acknowledged: keep it
-			// aside and start a new one.
+			// aside and start a new one. A file of another schema is
+			// sound: it is rotated as usual.
 			f.Close()
-			aside := RotatedName(s.cfg.Path, s.now()) + ".damaged"
-			if rerr := os.Rename(s.cfg.Path, aside); rerr != nil {
-				s.f = nil
+			suffix := ".damaged"
+			if errors.Is(err, errOtherSchema) {
+				suffix = ""
+			}
+			aside := s.rotatedName(suffix)
+			s.f = nil
+			if rerr := s.fs.Rename(s.cfg.Path, aside); rerr != nil {
 				return fmt.Errorf("%w; moving it aside: %v", err, rerr)
 			}
+			s.dirDirty = true
 			if s.log != nil {
 				s.log.Warn("avro file could not be continued; moved aside, starting a new one", "file", aside, "error", err)
 			}
-			s.f = nil
 			return s.open()
 		}
 		if err != nil {
@@ -295,21 +363,22 @@ func (s *Sink) open() error {
 // follows from readers: it is rotated away and a new file started. (Avro
 // files are checked when opened.)
 func (s *Sink) repairTail() error {
-	st, err := os.Stat(s.cfg.Path)
+	st, err := s.fs.Stat(s.cfg.Path)
 	if err != nil || st.Size() == 0 || s.cfg.Format != "json" {
 		return nil
 	}
 	if s.cfg.Compression == "gzip" {
-		rotated := RotatedName(s.cfg.Path, s.now())
-		if err := os.Rename(s.cfg.Path, rotated); err != nil {
+		rotated := s.rotatedName("")
+		if err := s.fs.Rename(s.cfg.Path, rotated); err != nil {
 			return fmt.Errorf("rotate %s at start: %w", s.cfg.Path, err)
 		}
+		s.dirDirty = true
 		if s.log != nil {
 			s.log.Info("rotated the gzip file left by the last run (a new member cannot follow a torn one)", "file", rotated)
 		}
 		return s.prune()
 	}
-	f, err := os.OpenFile(s.cfg.Path, os.O_RDWR, 0)
+	f, err := s.fs.OpenFile(s.cfg.Path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
 	}
@@ -336,7 +405,7 @@ func (s *Sink) repairTail() error {
 	return s.cut(f, 0, end)
 }
 
-func (s *Sink) cut(f *os.File, keep, end int64) error {
+func (s *Sink) cut(f durable.File, keep, end int64) error {
 	if err := f.Truncate(keep); err != nil {
 		return fmt.Errorf("cut the unfinished last line of %s: %w", s.cfg.Path, err)
 	}
@@ -369,7 +438,7 @@ func (s *Sink) closeFile() error {
 	}
 	err = errors.Join(err, s.bw.Flush())
 	if s.cfg.Fsync != "never" {
-		err = errors.Join(err, s.f.Sync())
+		err = errors.Join(err, s.sync())
 	}
 	err = errors.Join(err, s.f.Close())
 	s.f, s.bw, s.gz, s.enc = nil, nil, nil, nil
@@ -388,10 +457,11 @@ func (s *Sink) rotateIfDue() error {
 	if err := s.closeFile(); err != nil {
 		return fmt.Errorf("close %s for rotation: %w", s.cfg.Path, err)
 	}
-	rotated := RotatedName(s.cfg.Path, s.now())
-	if err := os.Rename(s.cfg.Path, rotated); err != nil {
+	rotated := s.rotatedName("")
+	if err := s.fs.Rename(s.cfg.Path, rotated); err != nil {
 		return fmt.Errorf("rotate %s: %w", s.cfg.Path, err)
 	}
+	s.dirDirty = true // synced with the next batch, with the new file
 	if s.log != nil {
 		s.log.Info("rotated", "file", rotated)
 	}
@@ -419,19 +489,20 @@ func (s *Sink) prune() error {
 	if i := strings.IndexByte(base, '.'); i > 0 {
 		stem, ext = base[:i], base[i:]
 	}
-	matches, err := filepath.Glob(filepath.Join(dir, stem+".*"+ext))
+	ents, err := s.fs.ReadDir(filepath.Clean(dir))
 	if err != nil {
 		return err
 	}
 	var rotated []string
-	for _, m := range matches {
-		if m != s.cfg.Path {
-			rotated = append(rotated, m)
+	for _, e := range ents {
+		if ok, _ := filepath.Match(stem+".*"+ext, e.Name()); ok && e.Name() != base {
+			rotated = append(rotated, filepath.Join(dir, e.Name()))
 		}
 	}
 	sort.Strings(rotated) // timestamps sort chronologically
+	// No directory fsync: a removal lost in a crash only keeps an old file.
 	for len(rotated) > s.cfg.Rotate.MaxFiles {
-		if err := os.Remove(rotated[0]); err != nil {
+		if err := s.fs.Remove(rotated[0]); err != nil {
 			return err
 		}
 		rotated = rotated[1:]

@@ -185,6 +185,19 @@ func TestCrash(t *testing.T) {
 			want: map[string]string{"a": "ok-\x00\x00\x00-new"},
 		},
 		{
+			name:    "after a failed fsync, cutting back to the synced length and writing again is clean",
+			initial: map[string]string{"a": "ok-"},
+			do: func(t *testing.T, f *FS, root string) {
+				f.InjectSync("a", FailOnce)
+				h := appendTo(t, f, filepath.Join(root, "a"), "bad-bytes")
+				h.Sync()
+				must(t, h.Truncate(3))
+				h.Write([]byte("new"))
+				must(t, h.Sync())
+			},
+			want: map[string]string{"a": "ok-new"},
+		},
+		{
 			name:    "a lying fsync persists nothing",
 			initial: map[string]string{"a": "ok-"},
 			do: func(t *testing.T, f *FS, root string) {
