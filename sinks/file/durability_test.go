@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/internal/durable/faultfs"
@@ -121,6 +122,10 @@ func TestBatchSurvivesCrash(t *testing.T) {
 			dir := filepath.Join(root, "out", "sub")
 			s := newSink(t, "path: "+filepath.Join(dir, tt.file)+"\n"+tt.config)
 			s.fs = fsys
+			// A clock that stands still: rotations within one
+			// millisecond must not replace each other's files.
+			now := time.Date(2026, 11, 25, 7, 0, 0, 0, time.UTC)
+			s.now = func() time.Time { return now }
 			ctx := context.Background()
 			var written [][]*core.Record
 			for i := range 4 {

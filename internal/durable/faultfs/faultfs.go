@@ -320,7 +320,7 @@ func (f *FS) OpenFile(name string, flag int, perm fs.FileMode) (durable.File, er
 		d.live[base] = n
 	}
 	if flag&os.O_TRUNC != 0 && writable {
-		n.truncated(0)
+		n.changed(0)
 	}
 	h := &file{fs: f, f: osf, n: n, rel: rel, gen: f.gen,
 		append: flag&os.O_APPEND != 0, readable: flag&(os.O_WRONLY) == 0}
@@ -330,18 +330,6 @@ func (f *FS) OpenFile(name string, flag int, perm fs.FileMode) (durable.File, er
 
 // changed notes a write or truncation at off.
 func (n *node) changed(off int64) { n.dirtyFrom = min(n.dirtyFrom, off) }
-
-// truncated notes a truncation to size: nothing beyond stays poisoned.
-func (n *node) truncated(size int64) {
-	n.changed(size)
-	keep := n.poisoned[:0]
-	for _, s := range n.poisoned {
-		if s.from < size {
-			keep = append(keep, span{s.from, min(s.to, size)})
-		}
-	}
-	n.poisoned = keep
-}
 
 // written notes bytes [off, off+k) written: they are no longer poisoned.
 func (n *node) written(off, k int64) {
@@ -491,7 +479,7 @@ func (f *FS) Truncate(name string, size int64) error {
 		return err
 	}
 	if n != nil {
-		n.truncated(size)
+		n.changed(size)
 	}
 	return nil
 }
@@ -681,7 +669,7 @@ func (h *file) Truncate(size int64) error {
 	if err := h.f.Truncate(size); err != nil {
 		return err
 	}
-	h.n.truncated(size)
+	h.n.changed(size)
 	return nil
 }
 
