@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fluxstream/fluxstream/core/spool"
+	"github.com/fluxstream/fluxstream/internal/durable"
 )
 
 // buffer sits between the DAG and a sink's writer. Push never drops a
@@ -191,9 +192,9 @@ func (b *diskBuffer) failure() error {
 
 // openDiskBuffer opens the spool in dir. onFatal is told once when the
 // spool fails for good.
-func openDiskBuffer(dir string, cfg BufferConfig, stats *SinkStats, log *slog.Logger, dlq *deadLetters, onFatal func(error)) (*diskBuffer, error) {
+func openDiskBuffer(fsys durable.FS, dir string, cfg BufferConfig, stats *SinkStats, log *slog.Logger, dlq *deadLetters, onFatal func(error)) (*diskBuffer, error) {
 	seg := min(int64(16<<20), int64(cfg.MaxBytes)/8)
-	sp, err := spool.Open(dir, spool.Options{SegmentBytes: seg, Meta: spoolMeta})
+	sp, err := spool.Open(dir, spool.Options{SegmentBytes: seg, Meta: spoolMeta, FS: fsys})
 	if err != nil {
 		return nil, err
 	}

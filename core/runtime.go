@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fluxstream/fluxstream/internal/durable"
 )
 
 // RunOptions adjust a pipeline run.
@@ -26,6 +28,9 @@ type RunOptions struct {
 	DryRunOut io.Writer
 	// ShutdownTimeout overrides the config's shutdown_timeout.
 	ShutdownTimeout time.Duration
+	// FS holds the spools (nil: the real file system); durability tests
+	// pass a faultfs.
+	FS durable.FS
 }
 
 // DefaultShutdownTimeout bounds how long sinks may drain on shutdown.
@@ -260,7 +265,7 @@ func (p *Pipeline) provision(ctx context.Context) error {
 		if n.Buffer.Type == "memory" {
 			buf = newMemBuffer(n.Buffer, &rt.stats, rt.log)
 		} else {
-			db, err := openDiskBuffer(filepath.Join(p.dataDir, "spool", n.Name), n.Buffer, &rt.stats, rt.log, rt.dlq,
+			db, err := openDiskBuffer(p.opts.FS, filepath.Join(p.dataDir, "spool", n.Name), n.Buffer, &rt.stats, rt.log, rt.dlq,
 				func(err error) { p.fail(fmt.Errorf("sink %s: %w", n.Name, err)) })
 			if err != nil {
 				return fmt.Errorf("sink %s: %w", n.Name, err)
