@@ -8,6 +8,10 @@ import "encoding/json"
 // comes from). A value that is not known yet is left out of the JSON (nil
 // pointer, empty string, zero time), as `flux jobs --json` leaves it out.
 //
+// Three fields are always in the JSON form, with flux jobs --json's empty
+// values: exception ({"occurred": false} when none), dependencies ([])
+// and annotations ({}).
+//
 // A Job is copied by value on every event. The pointers, slices and raw
 // JSON it holds are never written once a snapshot holds them: the reducer
 // replaces them instead, so copies may be shared between goroutines.
@@ -71,22 +75,22 @@ type Exception struct {
 // Requested summarizes the resources the jobspec asks for (RFC 14/25),
 // counted as flux-core's jj reader counts them.
 type Requested struct {
-	NNodes    int     `json:"nnodes,omitempty"`    // nodes asked for; 0 if the jobspec has no node level
-	NSlots    int     `json:"nslots"`              // slots in total (times nnodes)
-	SlotCores int     `json:"slot_cores"`          // cores per slot
-	SlotGPUs  int     `json:"slot_gpus,omitempty"` // gpus per slot
-	NCores    int     `json:"ncores"`              // nslots * slot_cores
-	NGPUs     int     `json:"ngpus,omitempty"`     // nslots * slot_gpus
-	NTasks    int     `json:"ntasks,omitempty"`    // tasks[0].count.total, or per_slot * nslots
-	Exclusive bool    `json:"exclusive,omitempty"` // node-exclusive request
-	Duration  float64 `json:"duration"`            // seconds; 0 means unlimited
+	NNodes    int     `json:"nnodes"`     // nodes asked for; 0 if the jobspec has no node level
+	NSlots    int     `json:"nslots"`     // slots in total (times nnodes)
+	SlotCores int     `json:"slot_cores"` // cores per slot
+	SlotGPUs  int     `json:"slot_gpus"`  // gpus per slot
+	NCores    int     `json:"ncores"`     // nslots * slot_cores
+	NGPUs     int     `json:"ngpus"`      // nslots * slot_gpus
+	NTasks    int     `json:"ntasks"`     // tasks[0].count.total, or per_slot * nslots
+	Exclusive bool    `json:"exclusive"`  // node-exclusive request
+	Duration  float64 `json:"duration"`   // seconds; 0 means unlimited
 }
 
 // Allocated summarizes the resources of R (RFC 20).
 type Allocated struct {
 	NNodes     int     `json:"nnodes"`               // distinct ranks in R_lite
 	NCores     int     `json:"ncores"`               // cores over all ranks
-	NGPUs      int     `json:"ngpus,omitempty"`      // gpus over all ranks
+	NGPUs      int     `json:"ngpus"`                // gpus over all ranks
 	Ranks      string  `json:"ranks,omitempty"`      // idset, e.g. "0" or "[0-3,7]"
 	Nodelist   string  `json:"nodelist,omitempty"`   // hostlist, e.g. "node[0-3]"
 	StartTime  float64 `json:"starttime,omitempty"`  // execution.starttime

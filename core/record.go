@@ -277,6 +277,9 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 	r.Kind, r.ID, r.Cluster, r.Source = tmp.Kind, tmp.ID, tmp.Cluster, tmp.Source
 	r.Event, r.Job, r.Jobspec, r.R, r.Eventlog = tmp.Event, tmp.Job, tmp.Jobspec, tmp.R, tmp.Eventlog
 	r.Purge, r.Invalid = tmp.Purge, tmp.Invalid
+	if j := r.Job; j != nil && j.Exception != nil && !j.Exception.Occurred {
+		j.Exception = nil // {"occurred": false}: the JSON form of none
+	}
 	return nil
 }
 

@@ -109,7 +109,9 @@ func (j *Job) appendJSON(b []byte) []byte {
 	}
 	b = optIntPtr(b, "waitstatus", j.WaitStatus)
 	b = optIntPtr(b, "returncode", j.ReturnCode)
-	if x := j.Exception; x != nil {
+	if x := j.Exception; x == nil {
+		b = append(b, `,"exception":{"occurred":false}`...) // as flux jobs --json
+	} else {
 		b = append(b, `,"exception":{"occurred":`...)
 		b = strconv.AppendBool(b, x.Occurred)
 		b = append(b, `,"severity":`...)
@@ -128,37 +130,37 @@ func (j *Job) appendJSON(b []byte) []byte {
 	b = optFloat(b, "t_cleanup", j.TCleanup)
 	b = optFloat(b, "t_inactive", j.TInactive)
 	b = optFloat(b, "runtime", j.Runtime)
-	if len(j.Dependencies) > 0 {
-		b = append(b, `,"dependencies":[`...)
-		for i, d := range j.Dependencies {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, d)
-		}
-		b = append(b, ']')
-	}
-	b = optRaw(b, "annotations", j.Annotations)
-	b = optString(b, "uri", j.URI)
-	if q := j.Requested; q != nil {
-		b = append(b, `,"requested":{`...)
-		if q.NNodes != 0 {
-			b = append(b, `"nnodes":`...)
-			b = strconv.AppendInt(b, int64(q.NNodes), 10)
+	b = append(b, `,"dependencies":[`...)
+	for i, d := range j.Dependencies {
+		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `"nslots":`...)
+		b = appendString(b, d)
+	}
+	b = append(b, ']')
+	if len(j.Annotations) == 0 {
+		b = append(b, `,"annotations":{}`...)
+	} else {
+		b = optRaw(b, "annotations", j.Annotations)
+	}
+	b = optString(b, "uri", j.URI)
+	if q := j.Requested; q != nil {
+		b = append(b, `,"requested":{"nnodes":`...)
+		b = strconv.AppendInt(b, int64(q.NNodes), 10)
+		b = append(b, `,"nslots":`...)
 		b = strconv.AppendInt(b, int64(q.NSlots), 10)
 		b = append(b, `,"slot_cores":`...)
 		b = strconv.AppendInt(b, int64(q.SlotCores), 10)
-		b = optInt(b, "slot_gpus", q.SlotGPUs)
+		b = append(b, `,"slot_gpus":`...)
+		b = strconv.AppendInt(b, int64(q.SlotGPUs), 10)
 		b = append(b, `,"ncores":`...)
 		b = strconv.AppendInt(b, int64(q.NCores), 10)
-		b = optInt(b, "ngpus", q.NGPUs)
-		b = optInt(b, "ntasks", q.NTasks)
-		if q.Exclusive {
-			b = append(b, `,"exclusive":true`...)
-		}
+		b = append(b, `,"ngpus":`...)
+		b = strconv.AppendInt(b, int64(q.NGPUs), 10)
+		b = append(b, `,"ntasks":`...)
+		b = strconv.AppendInt(b, int64(q.NTasks), 10)
+		b = append(b, `,"exclusive":`...)
+		b = strconv.AppendBool(b, q.Exclusive)
 		b = append(b, `,"duration":`...)
 		b = appendFloat(b, q.Duration)
 		b = append(b, '}')
@@ -168,7 +170,8 @@ func (j *Job) appendJSON(b []byte) []byte {
 		b = strconv.AppendInt(b, int64(a.NNodes), 10)
 		b = append(b, `,"ncores":`...)
 		b = strconv.AppendInt(b, int64(a.NCores), 10)
-		b = optInt(b, "ngpus", a.NGPUs)
+		b = append(b, `,"ngpus":`...)
+		b = strconv.AppendInt(b, int64(a.NGPUs), 10)
 		b = optString(b, "ranks", a.Ranks)
 		b = optString(b, "nodelist", a.Nodelist)
 		b = optFloat(b, "starttime", a.StartTime)

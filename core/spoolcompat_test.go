@@ -111,7 +111,7 @@ func TestSpoolEntryOfOlderSchemaResolves(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := r.MarshalJSON()
-	want := `{"kind":"event","id":"7:submit:1.5","event":{"timestamp":1.5,"name":"submit"},"job":{"id":7,"jobid":"f8","userid":6001,"urgency":16,"state":"NEW","name":"x","t_submit":1.5}}`
+	want := `{"kind":"event","id":"7:submit:1.5","event":{"timestamp":1.5,"name":"submit"},"job":{"id":7,"jobid":"f8","userid":6001,"urgency":16,"state":"NEW","name":"x","exception":{"occurred":false},"t_submit":1.5,"dependencies":[],"annotations":{}}}`
 	if string(got) != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
