@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -69,9 +70,13 @@ type Config struct {
 	// Idempotent keeps per-partition order and drops broker-side
 	// duplicates on retries; turn it off only for brokers without it.
 	Idempotent *bool `yaml:"idempotent"`
-	// DeliveryTimeout bounds how long franz-go retries a record before the
-	// batch fails back to fluxstream (which retries with backoff, keeping
-	// the record spooled).
+	// DeliveryTimeout bounds how long one Write waits for the brokers to
+	// acknowledge its records. Past it, Write reports a retryable error
+	// (the runtime logs "write failed; retrying", backs off, tries again,
+	// and logs "sink recovered" once through); the records stay queued in
+	// the idempotent producer, which goes on retrying them in order, and
+	// the next attempt waits on those same records instead of producing
+	// them twice.
 	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
 	DialTimeout     time.Duration `yaml:"dial_timeout"`
 	TLS             TLSConfig     `yaml:"tls"`
@@ -106,8 +111,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, core.Fieldf("brokers", "must list at least one broker (host:port)"))
 	}
 	for _, b := range c.Brokers {
+		if strings.Contains(b, "@") {
+			errs = append(errs, core.Fieldf("brokers", "%q: credentials do not belong in a broker address (use sasl:)", RedactURL(b)))
+			continue
+		}
 		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
-			errs = append(errs, core.Fieldf("brokers", "%q is not host:port", b))
+			errs = append(errs, core.Fieldf("brokers", "%q is not host:port", RedactURL(b)))
 		}
 	}
 	if c.Topic == "" {
@@ -137,6 +146,9 @@ func (c *Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, core.Fieldf("tls", "cert_file and key_file go together"))
 	}
+	if c.DeliveryTimeout > 0 && c.DeliveryTimeout < 100*time.Millisecond {
+		errs = append(errs, core.Fieldf("delivery_timeout", "%s is too short (at least 100ms)", c.DeliveryTimeout))
+	}
 	if c.DeliveryTimeout <= 0 || c.DialTimeout <= 0 || c.MaxBuffered <= 0 || c.BatchBytes <= 0 {
 		errs = append(errs, core.Fieldf("", "delivery_timeout, dial_timeout, max_buffered_records and batch_max_bytes must be positive"))
 	}
@@ -159,13 +171,35 @@ func codec(name string) (kgo.CompressionCodec, error) {
 	return kgo.NoCompression(), fmt.Errorf("unknown codec %q (none, gzip, snappy, lz4, zstd)", name)
 }
 
+// produceRequestTimeout is how long a broker may take to answer a
+// produce request (franz-go's default, kept explicit): the broker-side
+// acks=all wait, and with RequestTimeoutOverhead the read deadline after
+// which a silent connection is cut and the request retried.
+const produceRequestTimeout = 10 * time.Second
+
 // Sink produces to Kafka.
 type Sink struct {
 	cfg    Config
 	name   string
 	log    *slog.Logger
+	limit  *logLimiter
+	redact *redactor
+	kgoLog *kgoLogger
 	client *kgo.Client
 	topic  func(*core.Record) string
+
+	// inflight holds the records handed to the producer whose outcome
+	// the runtime has not been told yet (a Write gave up waiting on
+	// them). The runtime retries a failed batch with the same records,
+	// so the next Write finds them here and waits on them again.
+	mu       sync.Mutex
+	inflight map[*core.Record]*produced
+}
+
+// produced is the outcome of one record handed to the producer.
+type produced struct {
+	done chan struct{} // closed by the promise
+	err  error         // set before done is closed
 }
 
 var (
@@ -188,7 +222,30 @@ func New(nc *core.NodeConfig) (core.Sink, error) {
 		s.cfg.Idempotent = &t
 	}
 	s.topic = topicFunc(s.cfg.Topic)
+	s.redact = s.cfg.redactor()
 	return s, nil
+}
+
+// redactor knows the config's secrets.
+func (c *Config) redactor() *redactor {
+	secrets := []string{c.SASL.Password}
+	for _, b := range c.Brokers {
+		if at := strings.LastIndex(b, "@"); at >= 0 {
+			pre := b[:at]
+			if i := strings.Index(pre, "://"); i >= 0 {
+				pre = pre[i+3:]
+			}
+			if _, pass, ok := strings.Cut(pre, ":"); ok {
+				secrets = append(secrets, pass)
+			}
+		}
+	}
+	return newRedactor(secrets...)
+}
+
+// brokers is the broker list for messages.
+func (s *Sink) brokers() string {
+	return s.redact.String(strings.Join(s.cfg.Brokers, ","))
 }
 
 // Options builds the franz-go options of the config.
@@ -202,7 +259,18 @@ func (c *Config) Options() ([]kgo.Opt, error) {
 		kgo.ProducerLinger(c.Linger),
 		kgo.ProducerBatchMaxBytes(int32(c.BatchBytes)),
 		kgo.MaxBufferedRecords(c.MaxBuffered),
-		kgo.RecordDeliveryTimeout(c.DeliveryTimeout),
+		// No RecordDeliveryTimeout, no RecordRetries limit, no
+		// AllowIdempotentProduceCancellation, and no deadline on the
+		// records' context: an idempotent franz-go producer never fails
+		// a batch whose request went out without an answer (sink.go:
+		// canFailFromLoadErrs is cleared when the batch is written,
+		// unsureIfProduced set on REQUEST_TIMED_OUT), so those bounds do
+		// not bound the wait of a dead broker; and where they do fire
+		// (batches not yet sent) they fail a partition's records behind
+		// ones still in flight, which a retry would then produce after
+		// them, out of order. Write bounds its own wait instead
+		// (delivery_timeout) and leaves the records in the producer.
+		kgo.ProduceRequestTimeout(produceRequestTimeout),
 		kgo.DialTimeout(c.DialTimeout),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 	}
@@ -253,15 +321,22 @@ func (t TLSConfig) config() (*tls.Config, error) {
 // Provision creates the client (it connects lazily).
 func (s *Sink) Provision(_ context.Context, nc core.NodeContext) error {
 	s.log = nc.Logger
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.limit = newLogLimiter(s.log, LogEvery, time.Now)
+	s.kgoLog = &kgoLogger{limit: s.limit, redact: s.redact}
+	s.inflight = make(map[*core.Record]*produced)
 	if nc.DryRun {
 		return nil
 	}
 	opts, err := s.cfg.Options()
 	if err != nil {
-		return err
+		return s.redact.Error(err)
 	}
+	opts = append(opts, kgo.WithLogger(s.kgoLog))
 	s.client, err = kgo.NewClient(opts...)
-	return err
+	return s.redact.Error(err)
 }
 
 // Prepare checks the brokers before the pipeline starts. Errors a retry
@@ -276,10 +351,10 @@ func (s *Sink) Prepare(ctx context.Context) error {
 		return nil
 	}
 	if fatal := classifyConnectError(err); fatal != nil {
-		return fmt.Errorf("kafka brokers %s: %w", strings.Join(s.cfg.Brokers, ","), fatal)
+		return s.redact.Error(fmt.Errorf("kafka brokers %s: %w", s.brokers(), fatal))
 	}
-	s.log.Error("kafka brokers unreachable at start; records are spooled and sent when they answer",
-		"brokers", strings.Join(s.cfg.Brokers, ","), "error", err)
+	s.limit.Log(slog.LevelError, "unreachable", "kafka brokers unreachable at start; records are spooled and sent when they answer",
+		"brokers", s.brokers(), "error", s.redact.String(err.Error()))
 	return nil
 }
 
@@ -407,42 +482,229 @@ func sortedKeys(m map[string]string) []string {
 }
 
 // Write produces the batch and returns once the brokers acknowledged every
-// record (acks=all). Records that failed are reported per index: the
-// runtime retries those, or dead-letters the ones Kafka refuses for good
-// (too large, invalid).
+// record (acks=all), or after delivery_timeout with the records not yet
+// acknowledged failed as retryable. Records that failed are reported per
+// index: the runtime retries those, or dead-letters the ones Kafka refuses
+// for good (too large, invalid).
+//
+// Records still in the producer when Write gives up stay there: the
+// idempotent producer keeps retrying them in order, and the runtime's
+// retry of the same records waits on them again rather than producing
+// them twice. New records are produced only when none of the batch is
+// still in flight, so that a record failed by the producer and produced
+// again never overtakes one queued before it.
 func (s *Sink) Write(ctx context.Context, batch []*core.Record) error {
+	if len(batch) == 0 {
+		return nil
+	}
 	var be core.BatchError
-	msgs := make([]*kgo.Record, 0, len(batch))
-	idx := make([]int, 0, len(batch))
+	var firstErr error // first retryable failure, for the message
+	fail := func(i int, err error) {
+		if isPermanent(err) {
+			err = core.Permanent(fmt.Errorf("kafka refused the record for good: %w", s.redact.Error(err)))
+		} else {
+			err = s.redact.Error(err)
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		be.Fail(i, err)
+	}
+	timer := time.NewTimer(s.cfg.DeliveryTimeout)
+	defer timer.Stop()
+	waits := make([]*produced, len(batch))
+	ok := make([]bool, len(batch))
+
+	// Records an earlier attempt left in the producer: wait on them
+	// first, and produce nothing new while any is in flight.
+	s.mu.Lock()
+	if len(s.inflight) > 0 {
+		s.forgetAbandonedLocked(batch)
+	}
+	reattached := false
 	for i, r := range batch {
+		if p := s.inflight[r]; p != nil {
+			waits[i] = p
+			reattached = true
+		}
+	}
+	s.mu.Unlock()
+	if reattached {
+		if !s.wait(ctx, timer, waits) {
+			return s.unacked(ctx, batch, waits, nil, &be, firstErr, errWaitingForEarlier)
+		}
+		for i, p := range waits {
+			if p == nil {
+				continue
+			}
+			s.forget(batch[i])
+			waits[i] = nil
+			if p.err == nil {
+				ok[i] = true
+			} else if isPermanent(p.err) {
+				fail(i, p.err)
+			} // else: produced again below, in order
+		}
+	}
+
+	// Nothing of this batch is in flight now: produce, in batch order,
+	// every record not yet acknowledged.
+	room := s.cfg.MaxBuffered - int(s.client.BufferedProduceRecords())
+	notSent := errNotSent
+	for i, r := range batch {
+		if ok[i] || be.Failed[i] != nil {
+			continue
+		}
 		m, err := s.Message(r)
 		if err != nil {
 			be.Fail(i, core.Permanent(err))
 			continue
 		}
-		msgs = append(msgs, m)
-		idx = append(idx, i)
+		if room <= 0 {
+			// Produce would block on a full producer: the rest waits
+			// for the next attempt, still in order.
+			notSent = errProducerFull
+			break
+		}
+		room--
+		p := &produced{done: make(chan struct{})}
+		s.mu.Lock()
+		s.inflight[r] = p
+		s.mu.Unlock()
+		s.client.Produce(ctx, m, func(_ *kgo.Record, err error) {
+			p.err = err
+			close(p.done)
+		})
+		waits[i] = p
 	}
-	results := s.client.ProduceSync(ctx, msgs...)
-	for j, res := range results {
-		if res.Err == nil {
+	if !s.wait(ctx, timer, waits) {
+		return s.unacked(ctx, batch, waits, ok, &be, firstErr, notSent)
+	}
+	for i, p := range waits {
+		if p == nil {
+			if !ok[i] && be.Failed[i] == nil {
+				be.Fail(i, notSent)
+			}
 			continue
 		}
-		err := res.Err
-		if isPermanent(err) {
-			err = core.Permanent(fmt.Errorf("kafka refused the record for good: %w", err))
+		s.forget(batch[i])
+		if p.err != nil {
+			fail(i, p.err)
 		}
-		be.Fail(idx[j], err)
 	}
-	if len(be.Failed) == len(batch) && len(batch) > 0 {
-		// Everything failed: one plain error reads better in the log.
-		for _, err := range be.Failed {
-			if !core.IsPermanent(err) {
-				return fmt.Errorf("produce to %s: %w", strings.Join(s.cfg.Brokers, ","), err)
+	return s.batchErr(batch, &be, firstErr)
+}
+
+// wait waits for every record of waits, the timer or ctx; it reports
+// whether every record finished.
+func (s *Sink) wait(ctx context.Context, timer *time.Timer, waits []*produced) bool {
+	for _, p := range waits {
+		if p == nil {
+			continue
+		}
+		select {
+		case <-p.done:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// unacked ends a Write that stopped waiting: finished records are
+// reported as they ended, the others (still queued in the producer, where
+// the next attempt finds them) and those not produced as retryable.
+func (s *Sink) unacked(ctx context.Context, batch []*core.Record, waits []*produced, ok []bool, be *core.BatchError, firstErr, notSent error) error {
+	n := 0
+	for _, p := range waits {
+		if p != nil && !isDone(p) {
+			n++
+		}
+	}
+	why := "the write was canceled"
+	if ctx.Err() == nil {
+		why = fmt.Sprintf("not acknowledged within delivery_timeout %s", s.cfg.DeliveryTimeout)
+	}
+	if last := s.kgoLog.LastError(); last != "" {
+		why += "; last client error: " + last
+	}
+	uerr := fmt.Errorf("%d of %d records %s (the idempotent producer keeps them queued and retries them in order)", n, len(batch), why)
+	if firstErr == nil {
+		firstErr = uerr
+	}
+	for i, p := range waits {
+		switch {
+		case be.Failed[i] != nil, ok != nil && ok[i]:
+		case p == nil:
+			be.Fail(i, notSent)
+		case !isDone(p):
+			be.Fail(i, uerr)
+		default:
+			s.forget(batch[i])
+			if p.err != nil {
+				if isPermanent(p.err) {
+					be.Fail(i, core.Permanent(fmt.Errorf("kafka refused the record for good: %w", s.redact.Error(p.err))))
+				} else {
+					be.Fail(i, s.redact.Error(p.err))
+				}
 			}
 		}
 	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return s.batchErr(batch, be, firstErr)
+}
+
+func (s *Sink) batchErr(batch []*core.Record, be *core.BatchError, firstErr error) error {
+	if len(be.Failed) == len(batch) && firstErr != nil {
+		for _, err := range be.Failed {
+			if core.IsPermanent(err) {
+				return be
+			}
+		}
+		// Everything failed, nothing for good: one plain error reads
+		// better in the log.
+		return fmt.Errorf("produce to %s: %w", s.brokers(), firstErr)
+	}
 	return be.ErrOrNil()
+}
+
+func (s *Sink) forget(r *core.Record) {
+	s.mu.Lock()
+	delete(s.inflight, r)
+	s.mu.Unlock()
+}
+
+var (
+	errNotSent           = errors.New("not produced yet")
+	errProducerFull      = errors.New("not produced yet: the producer holds max_buffered_records")
+	errWaitingForEarlier = errors.New("not produced yet: records of the batch from an earlier attempt are still in flight")
+)
+
+func isDone(p *produced) bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// forgetAbandonedLocked drops finished records the runtime no longer
+// retries (it gave up on them at shutdown, or they are in no batch).
+func (s *Sink) forgetAbandonedLocked(batch []*core.Record) {
+	in := make(map[*core.Record]bool, len(batch))
+	for _, r := range batch {
+		in[r] = true
+	}
+	for r, p := range s.inflight {
+		if !in[r] && isDone(p) {
+			delete(s.inflight, r)
+		}
+	}
 }
 
 func isPermanent(err error) bool {
@@ -481,11 +743,14 @@ func (s *Sink) DryRun(_ context.Context, batch []*core.Record, w io.Writer) erro
 
 // Close flushes and closes the client.
 func (s *Sink) Close(ctx context.Context) error {
+	if s.limit != nil {
+		defer s.limit.Flush()
+	}
 	if s.client == nil {
 		return nil
 	}
 	err := s.client.Flush(ctx)
 	s.client.Close()
 	s.client = nil
-	return err
+	return s.redact.Error(err)
 }
