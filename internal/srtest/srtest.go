@@ -26,6 +26,7 @@ type Registry struct {
 	mu     sync.Mutex
 	levels map[string]sr.CompatibilityLevel // per subject; "" key: global
 	down   atomic.Bool
+	auth   atomic.Pointer[[2]string] // user, password; nil: no auth
 	// Requests counts requests (to check caching).
 	Requests atomic.Int64
 }
@@ -52,6 +53,12 @@ func (r *Registry) Down() { r.down.Store(true) }
 
 // Up ends Down.
 func (r *Registry) Up() { r.down.Store(false) }
+
+// RequireAuth makes every request without these basic-auth credentials
+// fail with 401. The answer echoes the Authorization header it got, as
+// careless proxies and registries do, so tests can check that clients
+// keep such answers out of their logs.
+func (r *Registry) RequireAuth(user, password string) { r.auth.Store(&[2]string{user, password}) }
 
 func (r *Registry) level(subject string) sr.CompatibilityLevel {
 	r.mu.Lock()
@@ -120,6 +127,12 @@ func (r *Registry) intercept(w http.ResponseWriter, req *http.Request) bool {
 	if r.down.Load() {
 		writeErr(w, http.StatusServiceUnavailable, 50003, "registry unavailable")
 		return true
+	}
+	if a := r.auth.Load(); a != nil {
+		if u, p, ok := req.BasicAuth(); !ok || u != a[0] || p != a[1] {
+			writeErr(w, http.StatusUnauthorized, 401, fmt.Sprintf("Unauthorized: credentials %q rejected for %s", req.Header.Get("Authorization"), req.URL))
+			return true
+		}
 	}
 	path := strings.TrimPrefix(req.URL.Path, "/")
 	parts := strings.Split(path, "/")

@@ -52,3 +52,32 @@ func TestCompatibilityEnforced(t *testing.T) {
 		t.Fatal("down registry answered")
 	}
 }
+
+func TestRequireAuth(t *testing.T) {
+	r := New()
+	defer r.Close()
+	r.RequireAuth("fs", "pw")
+	ctx := context.Background()
+	schema := sr.Schema{Schema: v1, Type: sr.TypeAvro}
+	for _, c := range []struct {
+		opts []sr.ClientOpt
+		ok   bool
+	}{
+		{[]sr.ClientOpt{sr.URLs(r.URL())}, false},
+		{[]sr.ClientOpt{sr.URLs(r.URL()), sr.BasicAuth("fs", "wrong")}, false},
+		{[]sr.ClientOpt{sr.URLs(r.URL()), sr.BasicAuth("fs", "pw")}, true},
+	} {
+		cl, err := sr.NewClient(c.opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = cl.CreateSchema(ctx, "x-value", schema)
+		var re *sr.ResponseError
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("right credentials: %v", err)
+		case !c.ok && (!errors.As(err, &re) || re.StatusCode != 401 || !strings.Contains(err.Error(), "Unauthorized: credentials")):
+			t.Errorf("wrong credentials: %v", err)
+		}
+	}
+}

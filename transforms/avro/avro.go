@@ -10,13 +10,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	_ "embed"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/sr"
@@ -91,6 +94,8 @@ func (c *Config) Validate() error {
 type Transform struct {
 	cfg      Config
 	log      *slog.Logger
+	limit    *logLimiter
+	redact   *redactor
 	schemaID int
 }
 
@@ -108,7 +113,31 @@ func New(nc *core.NodeConfig) (any, error) {
 	if err := nc.Decode(&t.cfg); err != nil {
 		return nil, err
 	}
+	// The passwords, and the basic-auth header value they make, which a
+	// registry or proxy may echo in an error.
+	rc := t.cfg.Registry
+	secrets := []string{rc.Password}
+	if rc.Password != "" {
+		secrets = append(secrets, base64.StdEncoding.EncodeToString([]byte(rc.Username+":"+rc.Password)))
+	}
+	for _, u := range rc.URLs {
+		if pu, err := url.Parse(u); err == nil && pu.User != nil {
+			if pass, ok := pu.User.Password(); ok {
+				secrets = append(secrets, pass, base64.StdEncoding.EncodeToString([]byte(pu.User.Username()+":"+pass)))
+			}
+		}
+	}
+	t.redact = newRedactor(secrets...)
 	return t, nil
+}
+
+// urls is the registry list for messages, passwords redacted.
+func (t *Transform) urls() string {
+	out := make([]string, len(t.cfg.Registry.URLs))
+	for i, u := range t.cfg.Registry.URLs {
+		out[i] = t.redact.String(RedactURL(u))
+	}
+	return "[" + strings.Join(out, " ") + "]"
 }
 
 // SchemaID is the registry id in use (0 before Provision, or without a
@@ -121,6 +150,10 @@ func (t *Transform) SchemaID() int { return t.schemaID }
 // start-up fails with the registry's answer.
 func (t *Transform) Provision(ctx context.Context, nc core.NodeContext) error {
 	t.log = nc.Logger
+	if t.log == nil {
+		t.log = slog.New(slog.DiscardHandler)
+	}
+	t.limit = newLogLimiter(t.log, LogEvery, time.Now)
 	if t.cfg.Encoding != "confluent" || nc.DryRun {
 		return nil
 	}
@@ -130,7 +163,7 @@ func (t *Transform) Provision(ctx context.Context, nc core.NodeContext) error {
 		t.schemaID = id
 		if nc.State != nil {
 			if err := nc.State.Commit([]core.KVPut{{Key: cacheKey, Value: []byte(strconv.Itoa(id))}}); err != nil {
-				t.log.Warn("cannot remember the schema id", "error", err)
+				t.limit.Log(slog.LevelWarn, "remember", "cannot remember the schema id", "error", t.redact.String(err.Error()))
 			}
 		}
 		t.log.Info("avro schema registered", "subject", t.cfg.Registry.Subject, "id", id)
@@ -140,13 +173,13 @@ func (t *Transform) Provision(ctx context.Context, nc core.NodeContext) error {
 		if v, kerr := nc.State.Get(cacheKey); kerr == nil && v != nil {
 			if cached, cerr := strconv.Atoi(string(v)); cerr == nil {
 				t.schemaID = cached
-				t.log.Warn("schema registry unreachable; using the schema id remembered from an earlier run",
-					"subject", t.cfg.Registry.Subject, "id", cached, "error", err)
+				t.limit.Log(slog.LevelWarn, "registry", "schema registry unreachable; using the schema id remembered from an earlier run",
+					"registry", t.urls(), "subject", t.cfg.Registry.Subject, "id", cached, "error", t.redact.String(err.Error()))
 				return nil
 			}
 		}
 	}
-	return fmt.Errorf("schema registry %v, subject %s: %w", t.cfg.Registry.URLs, t.cfg.Registry.Subject, err)
+	return t.redact.Error(fmt.Errorf("schema registry %s, subject %s: %w", t.urls(), t.cfg.Registry.Subject, err))
 }
 
 func (t *Transform) lookup(ctx context.Context) (int, error) {
