@@ -169,11 +169,47 @@ func (b *Broker) Stop() {
 		ln.Close()
 	}
 	b.DropConnections()
-	b.instance.wake()
+	b.inst().wake()
 }
 
 // Restart listens again after Stop (a broker coming back).
 func (b *Broker) Restart() error { return b.listen() }
+
+// inst is the instance being served.
+func (b *Broker) inst() *Instance {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.instance
+}
+
+// Instance is the instance being served.
+func (b *Broker) Instance() *Instance { return b.inst() }
+
+// RestartWith plays an instance restart on the same socket: the broker
+// goes down (every connection drops, as in Stop) and comes back serving
+// in, e.g. a new instance started without the old one's KVS, whose jobs
+// get ids the old instance already used (see Instance.Reincarnate).
+// Between Stop and RestartWith a consumer cannot connect; RestartWith
+// alone does both at once.
+func (b *Broker) RestartWith(in *Instance) error {
+	old := b.inst()
+	b.Stop()
+	b.mu.Lock()
+	b.instance = in
+	b.mu.Unlock()
+	old.wake()
+	return b.listen()
+}
+
+// Swap replaces the instance while the broker is stopped (after Stop,
+// before Restart).
+func (b *Broker) Swap(in *Instance) {
+	old := b.inst()
+	b.mu.Lock()
+	b.instance = in
+	b.mu.Unlock()
+	old.wake()
+}
 
 // Close stops the broker and waits for its goroutines.
 func (b *Broker) Close() {
@@ -219,7 +255,7 @@ func (c *conn) close() {
 	}
 	c.mu.Unlock()
 	c.nc.Close()
-	c.b.instance.wake()
+	c.b.inst().wake()
 	c.b.mu.Lock()
 	delete(c.b.conns, c)
 	c.b.mu.Unlock()
@@ -234,7 +270,7 @@ func (c *conn) endStreams() {
 		tags = append(tags, tag)
 	}
 	c.mu.Unlock()
-	c.b.instance.wake()
+	c.b.inst().wake()
 	for _, tag := range tags {
 		c.sendError("job-manager.events-journal", tag, syscall.ENODATA, "", true)
 	}
@@ -352,7 +388,7 @@ func (req journalRequest) keep(name string) bool {
 // stream sends the backlog at the instance's current position, the
 // sentinel, then every item as it happens.
 func (c *conn) stream(tag uint32, req journalRequest, stop chan struct{}) {
-	in := c.b.instance
+	in := c.b.inst()
 	in.mu.Lock()
 	k := in.pos
 	in.mu.Unlock()
@@ -455,7 +491,7 @@ func (c *conn) cancel(m *wire.Message) {
 	}
 	c.mu.Unlock()
 	if ok {
-		c.b.instance.wake()
+		c.b.inst().wake()
 		c.sendError("job-manager.events-journal", *p.Matchtag, syscall.ENODATA, "", true)
 	}
 }

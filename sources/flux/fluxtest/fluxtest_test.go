@@ -267,3 +267,60 @@ func TestBrokerRefusesAndFilters(t *testing.T) {
 		t.Fatalf("unknown topic: %+v", m)
 	}
 }
+
+// An instance restart that reuses ids: the broker drops its clients and
+// serves a new instance on the same socket; its backlog has the old job
+// ids with new submit times (here: the recorded before-purge backlog, an
+// hour later).
+func TestInstanceRestartReusesIDs(t *testing.T) {
+	in := scenario(t)
+	b, err := NewBroker(t.TempDir(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	in.SeekTo(in.Len())
+	old := dial(t, b)
+	old.request("job-manager.events-journal", `{"full":true}`, 1, wire.FlagPayload|wire.FlagStreaming)
+	old.next()
+
+	in2 := in.Reincarnate(3600)
+	if in2.Pos() != 0 || in2.Len() != in.Len() {
+		t.Fatalf("new instance at %d of %d", in2.Pos(), in2.Len())
+	}
+	in2.SeekTo(in2.PosAfterResponses(ScenarioPurgeAfter))
+	if err := b.RestartWith(in2); err != nil {
+		t.Fatal(err)
+	}
+	if b.Instance() != in2 {
+		t.Fatal("broker serves the old instance")
+	}
+	// The old connection is gone.
+	old.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, err := old.r.ReadMessage(); err != nil {
+			break
+		}
+	}
+	c := dial(t, b)
+	c.request("job-manager.events-journal", `{"full":true}`, 1, wire.FlagPayload|wire.FlagStreaming)
+	var got []Response
+	for {
+		m := c.next()
+		if m.String() == `{"id":-1,"events":[]}` {
+			break
+		}
+		var r Response
+		json.Unmarshal(m.JSON(), &r)
+		got = append(got, r)
+	}
+	want, _ := LoadBacklog(filepath.Join(testdata, "journal-backlog-full-before-purge.jsonl"))
+	for i := range want {
+		want[i].Events = shiftEvents(want[i].Events, 3600)
+	}
+	compareBacklogs(t, got, want)
+	// The first instance is untouched.
+	if in.Items()[0].Response.Events[0].Timestamp+3600 != in2.Items()[0].Response.Events[0].Timestamp {
+		t.Fatal("timestamps not moved by an hour")
+	}
+}

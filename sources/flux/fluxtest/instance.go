@@ -401,3 +401,47 @@ func (b *Broker) Streams() int {
 	}
 	return n
 }
+
+// Reincarnate returns a new instance at the start of the same timeline
+// with every event timestamp moved by dt seconds: what a Flux instance
+// restarted without its old KVS (a fresh instance on the same socket, or a
+// crash of one whose statedir was saved only at a clean stop) looks like
+// when it runs the same jobs again. Its job ids are the old instance's,
+// its submit times are not. Contexts, jobspecs and R are kept as they are.
+func (in *Instance) Reincarnate(dt float64) *Instance {
+	items := make([]Item, len(in.items))
+	for i, it := range in.items {
+		items[i] = it
+		if it.Response != nil {
+			r := *it.Response
+			r.Events = shiftEvents(r.Events, dt)
+			items[i].Response = &r
+		}
+	}
+	n := &Instance{items: items}
+	n.cond = sync.NewCond(&n.mu)
+	if in.reference != nil {
+		n.reference = map[int64]map[eventKey]Event{}
+		for id, evs := range in.reference {
+			m := make(map[eventKey]Event, len(evs))
+			for k, e := range evs {
+				e.Timestamp += dt
+				m[eventKey{k.name, k.ts + dt}] = e
+			}
+			n.reference[id] = m
+		}
+	}
+	return n
+}
+
+func shiftEvents(evs []Event, dt float64) []Event {
+	out := make([]Event, len(evs))
+	for i, e := range evs {
+		e.Timestamp += dt
+		out[i] = e
+	}
+	return out
+}
+
+// Items returns the timeline (not to be modified).
+func (in *Instance) Items() []Item { return in.items }
