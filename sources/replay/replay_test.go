@@ -20,6 +20,7 @@ import (
 	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/sources/flux"
 	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
+	"github.com/fluxstream/fluxstream/sources/flux/journal"
 	"github.com/fluxstream/fluxstream/sources/replay"
 )
 
@@ -343,4 +344,87 @@ func firstDiff(a, b []string) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// shiftFile writes the recorded stream at src as a restarted instance
+// without its old KVS would send it: the same job ids, every event dt
+// seconds later.
+func shiftFile(t *testing.T, src string, dt float64) string {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	for _, l := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		var r struct {
+			ID     json.Number `json:"id"`
+			Events []struct {
+				Timestamp float64         `json:"timestamp"`
+				Name      string          `json:"name"`
+				Context   json.RawMessage `json:"context,omitempty"`
+			} `json:"events"`
+			Jobspec json.RawMessage `json:"jobspec,omitempty"`
+			R       json.RawMessage `json:"R,omitempty"`
+		}
+		if err := json.Unmarshal(l, &r); err != nil {
+			t.Fatal(err)
+		}
+		for i := range r.Events {
+			r.Events[i].Timestamp += dt
+		}
+		b, _ := json.Marshal(r)
+		out.Write(append(b, '\n'))
+	}
+	path := filepath.Join(t.TempDir(), "shifted-"+filepath.Base(src))
+	if err := os.WriteFile(path, out.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A list of files where a later one reuses the job ids of an earlier one
+// (an instance restarted without its KVS): every job of both is delivered
+// in full, each old job's purge record (JOBID:purge:T_SUBMIT) right before
+// the new one's records; played again, nothing is emitted twice.
+func TestReplayReusedIDs(t *testing.T) {
+	a := filepath.Join(testdata, "journal-backlog-full-before-purge.jsonl")
+	b := shiftFile(t, a, 3600)
+	da, _ := os.ReadFile(a)
+	db, _ := os.ReadFile(b)
+	var want []string
+	want = append(want, expectedIDs(t, bytes.TrimSpace(da))...)
+	for _, l := range bytes.Split(bytes.TrimSpace(db), []byte("\n")) {
+		var r struct {
+			ID     uint64
+			Events []struct {
+				Timestamp float64
+				Name      string
+			}
+		}
+		json.Unmarshal(l, &r)
+		if r.ID == 1<<64-1 || len(r.Events) == 0 {
+			continue // the sentinel
+		}
+		want = append(want, journal.PurgeID(r.ID, r.Events[0].Timestamp-3600))
+		want = append(want, expectedIDs(t, l)...)
+	}
+	if len(want) != 324+23+324 {
+		t.Fatalf("expected %d records", len(want))
+	}
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("type: replay\npath: [%s, %s]\nuser_lookup: none\n", a, b)
+	for run, n := range []int{len(want), 0} {
+		_, col, wait := pipeline(t, cfg, dir)
+		if err := wait(); err != nil {
+			t.Fatal(err)
+		}
+		got := collectedIDs(col)
+		if run == 0 && !slices.Equal(got, want) {
+			t.Fatalf("delivered %d records, want %d (first difference at %d)", len(got), len(want), firstDiff(got, want))
+		}
+		if len(got) != n {
+			t.Fatalf("run %d: %d records, want %d", run+1, len(got), n)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 
@@ -22,18 +23,42 @@ type eventKey struct {
 // durably, so that a restart (which always reads the whole backlog again:
 // Flux has no resume cursor) emits only what is new.
 //
-// Stored per job in the source's KV namespace (key: job id, 8 bytes big
-// endian):
-//   - "D": done. Every event up to and including clean was taken; the
-//     whole backlog entry of the job is skipped without reducing it.
-//   - "P" + events: the events taken so far (name, timestamp).
-//   - "X": purged or invalidated (kept only with keepGone, for replays: a
-//     recording can be played again, a Flux instance never sends a purged
-//     job again).
+// A job is identified by its id and its submit time (t_submit, the
+// timestamp of its submit event): a Flux instance started without its old
+// KVS numbers jobs from its own start and hands out ids an earlier
+// instance used. The checkpoint holds one incarnation per id, the latest
+// seen; an id that comes back with another submit time is a new job (see
+// Identify).
 //
-// An active job is a few hundred bytes; an inactive one 2 bytes until Flux
-// purges it, when its entry is deleted. Events emitted but not yet taken
-// are tracked in memory only: after a crash they are emitted again.
+// Stored per job in the source's KV namespace, key: job id, 8 bytes big
+// endian. Value, version 2 (written now):
+//
+//	0x02 'D' T           done: every event up to and including clean was
+//	                     taken; the backlog entry is skipped whole (10 bytes)
+//	0x02 'P' T events    partial: the events taken so far, each
+//	                     {uvarint name length, name, 8-byte timestamp}
+//	0x02 'X' T           purged or invalidated (kept only with keepGone,
+//	                     for replays: a recording can be played again, a
+//	                     Flux instance never sends a purged job again)
+//
+// T is the job's t_submit as float64 bits, big endian; 0 means not known
+// (the job's eventlog had no submit event, e.g. under an allow filter).
+// Version 1 entries (before t_submit was kept: 'D', 'X', or 'P' events,
+// with no version byte) are still read. A version 1 'P' entry that holds
+// the submit event gets that event's timestamp as T; one without (and every
+// version 1 'D' or 'X') has T not known, and matches whatever submit time
+// comes first for that id: it is adopted, and rewritten as version 2 once
+// the job's entry is written again. So an id reused while the previous
+// version ran is taken for the old job, once; there is no information to
+// tell them apart.
+//
+// With keepGone, an incarnation replaced by a newer one and purged is also
+// kept under the 16-byte key (job id, T) with the value 0x02 'X' T, so a
+// replay of files that reuse ids, played again, emits nothing twice.
+//
+// An active job is a few hundred bytes; an inactive one 10 bytes until
+// Flux purges it, when its entry is deleted. Events emitted but not yet
+// taken are tracked in memory only: after a crash they are emitted again.
 type Checkpoint struct {
 	kv       core.KV
 	keepGone bool
@@ -43,12 +68,31 @@ type Checkpoint struct {
 }
 
 type ckJob struct {
+	tsubmit  float64 // the incarnation's submit time; 0: not known
 	done     bool
 	seen     map[eventKey]bool // true: taken; false: in flight
 	inflight int
 	final    bool // the job's last event (clean) was taken
 	gone     bool // purged or invalidated: delete once nothing is in flight
 	goneKept bool // stored as "X"
+	purging  bool // a purge record of this incarnation is in flight
+	// earlier lists the submit times of earlier incarnations of the id
+	// whose purge record is in flight. The entry is not written before
+	// they are taken: a crash in between finds the old incarnation again,
+	// and its purge record is emitted again.
+	earlier []float64
+	// keptGone lists earlier incarnations whose purge was taken, to store
+	// under their own key (keepGone only).
+	keptGone []float64
+}
+
+func newCkJob(tsubmit float64) *ckJob {
+	return &ckJob{tsubmit: tsubmit, seen: map[eventKey]bool{}}
+}
+
+// empty reports whether the entry holds nothing about any job.
+func (j *ckJob) empty() bool {
+	return j.tsubmit == 0 && !j.done && !j.gone && !j.goneKept && !j.purging && len(j.seen) == 0
 }
 
 // NewCheckpoint wraps a node's KV. keepGone keeps a marker for purged and
@@ -75,8 +119,17 @@ func jobKey(id uint64) []byte {
 	return b[:]
 }
 
+// goneKey is the key of a replaced, purged incarnation (keepGone).
+func goneKey(id uint64, tsubmit float64) []byte {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], id)
+	binary.BigEndian.PutUint64(b[8:], math.Float64bits(tsubmit))
+	return b[:]
+}
+
 // load returns the job's entry, reading it from the KV on first use. c.mu
-// is held.
+// is held. A damaged entry gives a *DamagedError once; the job is then
+// unknown (a fresh entry).
 func (c *Checkpoint) load(id uint64) (*ckJob, error) {
 	if j, ok := c.jobs[id]; ok {
 		return j, nil
@@ -85,15 +138,28 @@ func (c *Checkpoint) load(id uint64) (*ckJob, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &ckJob{seen: map[eventKey]bool{}}
+	j := newCkJob(0)
 	if err := decodeCheckpoint(v, j); err != nil {
 		// Treat the job as unknown from now on (its events are emitted
 		// again: duplicates at worst), and say so once.
-		c.jobs[id] = &ckJob{seen: map[eventKey]bool{}}
+		c.jobs[id] = newCkJob(0)
 		return nil, &DamagedError{JobID: id, Entry: v, Err: err}
 	}
 	c.jobs[id] = j
 	return j, nil
+}
+
+// loadOrFresh is load where a failure means "unknown". c.mu is held.
+func (c *Checkpoint) loadOrFresh(id uint64) (*ckJob, error) {
+	j, err := c.load(id)
+	if j == nil {
+		j = c.jobs[id]
+		if j == nil {
+			j = newCkJob(0)
+			c.jobs[id] = j
+		}
+	}
+	return j, err
 }
 
 // DamagedError says a job's checkpoint entry does not decode. The
@@ -113,27 +179,135 @@ func (e *DamagedError) Error() string {
 
 func (e *DamagedError) Unwrap() error { return e.Err }
 
-// Done reports whether every event of the job was taken (the backlog
-// entry can be skipped whole).
-func (c *Checkpoint) Done(id uint64) (bool, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if j, ok := c.jobs[id]; ok {
-		return j.done, nil
-	}
-	v, err := c.kv.Get(jobKey(id))
-	if err != nil {
-		return false, err
-	}
-	return len(v) == 1 && (v[0] == 'D' || v[0] == 'X'), nil
+// Match is what the checkpoint knows of a job met in the journal.
+type Match int
+
+const (
+	// Same: the checkpointed incarnation (or nothing known): emit the
+	// events it has not taken.
+	Same Match = iota
+	// Reused: another incarnation of the id is checkpointed. The caller
+	// emits a purge record for it (Identity.Old) before the new job's
+	// records; the new job is emitted in full.
+	Reused
+	// NoSubmit: the journal's eventlog has no submit event but the
+	// checkpoint knows the job's submit time: it cannot be told whether
+	// this is the same job. Whatever the checkpoint does not hold as
+	// taken is emitted (all of it if the job was done); the entry forgets
+	// its submit time, so this happens once.
+	NoSubmit
+	// Reborn: the checkpointed incarnation is purged (or its purge record
+	// is in flight); this is a new one, emitted in full.
+	Reborn
+)
+
+// Identity is the result of Identify.
+type Identity struct {
+	Match   Match
+	Done    bool    // Same: every event was taken, skip the job whole
+	Adopted bool    // Same: the entry had no submit time and took this one
+	Old     float64 // Reused: the checkpointed incarnation's t_submit (0: not known)
 }
 
-// Gone reports whether the job is known to be purged or invalidated.
-func (c *Checkpoint) Gone(id uint64) bool {
+// Identify tells whether job id, whose eventlog has its submit event at
+// tsubmit (0: no submit event), is the job the checkpoint holds, and makes
+// the checkpoint follow the job met: a reused id starts a new entry. A
+// damaged entry is an error (*DamagedError), and the job is then unknown
+// (Same, nothing taken).
+func (c *Checkpoint) Identify(id uint64, tsubmit float64) (Identity, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	j, err := c.load(id)
-	return err == nil && (j.gone || j.goneKept)
+	if err != nil {
+		fresh, _ := c.loadOrFresh(id)
+		fresh.tsubmit = tsubmit
+		return Identity{Match: Same}, err
+	}
+	switch {
+	case j.gone || j.goneKept || j.purging:
+		if tsubmit == j.tsubmit && (tsubmit != 0 || j.goneKept) {
+			// A recording played again (keepGone), or the purge of this
+			// very job is still in flight.
+			return Identity{Match: Same, Done: j.done}, nil
+		}
+		if c.keptGoneBefore(id, tsubmit) {
+			return Identity{Match: Same, Done: true}, nil
+		}
+		c.replace(id, j, tsubmit, false)
+		return Identity{Match: Reborn}, nil
+	case tsubmit == 0:
+		if j.tsubmit == 0 {
+			return Identity{Match: Same, Done: j.done}, nil
+		}
+		n := newCkJob(0)
+		n.earlier = j.earlier
+		if !j.done {
+			n.seen, n.inflight = j.seen, j.inflight
+		}
+		c.jobs[id] = n
+		return Identity{Match: NoSubmit}, nil
+	case j.empty():
+		j.tsubmit = tsubmit
+		return Identity{Match: Same}, nil
+	case j.tsubmit == 0:
+		j.tsubmit = tsubmit
+		c.dirty[id] = struct{}{} // rewrite it as version 2
+		return Identity{Match: Same, Done: j.done, Adopted: true}, nil
+	case j.tsubmit == tsubmit:
+		return Identity{Match: Same, Done: j.done}, nil
+	}
+	if c.keptGoneBefore(id, tsubmit) {
+		return Identity{Match: Same, Done: true}, nil
+	}
+	old := j.tsubmit
+	c.replace(id, j, tsubmit, true)
+	return Identity{Match: Reused, Old: old}, nil
+}
+
+// keptGoneBefore reports whether (id, tsubmit) is an incarnation replaced
+// and purged earlier (keepGone: a replay played again). c.mu is held.
+func (c *Checkpoint) keptGoneBefore(id uint64, tsubmit float64) bool {
+	if !c.keepGone || tsubmit == 0 {
+		return false
+	}
+	if j := c.jobs[id]; j != nil && slices.Contains(j.keptGone, tsubmit) {
+		return true
+	}
+	v, err := c.kv.Get(goneKey(id, tsubmit))
+	return err == nil && len(v) > 0
+}
+
+// replace starts a new incarnation of id. purge says the caller emits a
+// purge record for the old one now; one already in flight is waited for
+// as well. c.mu is held.
+func (c *Checkpoint) replace(id uint64, old *ckJob, tsubmit float64, purge bool) {
+	n := newCkJob(tsubmit)
+	n.earlier = old.earlier
+	n.keptGone = old.keptGone
+	if purge || old.purging {
+		n.earlier = append(n.earlier, old.tsubmit)
+	}
+	if (old.gone || old.goneKept) && c.keepGone && old.tsubmit != 0 {
+		n.keptGone = append(n.keptGone, old.tsubmit)
+	}
+	c.jobs[id] = n
+	if old.gone || len(n.keptGone) > 0 {
+		c.dirty[id] = struct{}{} // the old one's deletion (or marker) must still be written
+	}
+}
+
+// StartPurge notes that a purge record of the job's current incarnation
+// is being emitted, and returns that incarnation's t_submit. ok is false
+// when the job is already purged, or a purge record for it is in flight.
+func (c *Checkpoint) StartPurge(id uint64) (tsubmit float64, ok bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	j, err := c.loadOrFresh(id)
+	if j.gone || j.goneKept || j.purging {
+		return j.tsubmit, false, err
+	}
+	j.purging = true
+	return j.tsubmit, true, err
 }
 
 // Seen reports whether the event was emitted before (taken, or in flight
@@ -156,24 +330,26 @@ func (c *Checkpoint) Seen(id uint64, k eventKey) (bool, error) {
 func (c *Checkpoint) Emitted(id uint64, k eventKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	j, err := c.load(id)
-	if err != nil {
-		j = &ckJob{seen: map[eventKey]bool{}}
-		c.jobs[id] = j
-	}
+	j, _ := c.loadOrFresh(id)
 	if _, ok := j.seen[k]; !ok {
 		j.seen[k] = false
 		j.inflight++
 	}
 }
 
-// Taken notes that every sink has the event durably. final marks the job's
-// last event: once it and everything before it are taken, the job is done.
-func (c *Checkpoint) Taken(id uint64, k eventKey, final bool) {
+// Taken notes that every sink has the event durably. tsubmit is the job's
+// submit time as the record shows it (0: not known); an event of an
+// incarnation the checkpoint no longer holds is ignored. final marks the
+// job's last event: once it and everything before it are taken, the job
+// is done.
+func (c *Checkpoint) Taken(id uint64, tsubmit float64, k eventKey, final bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	j := c.jobs[id]
-	if j == nil || j.seen[k] {
+	if j == nil || tsubmit != 0 && j.tsubmit != 0 && tsubmit != j.tsubmit {
+		return
+	}
+	if taken, emitted := j.seen[k]; !emitted || taken {
 		return
 	}
 	j.seen[k] = true
@@ -187,16 +363,29 @@ func (c *Checkpoint) Taken(id uint64, k eventKey, final bool) {
 	c.dirty[id] = struct{}{}
 }
 
-// Forget drops the job (purged, or invalidated: it never comes back).
-func (c *Checkpoint) Forget(id uint64) {
+// Forget drops the incarnation of the job submitted at tsubmit (purged,
+// or invalidated: it never comes back). The purge record of an earlier
+// incarnation lets the newer one's entry be written.
+func (c *Checkpoint) Forget(id uint64, tsubmit float64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	j := c.jobs[id]
-	if j == nil {
-		j = &ckJob{seen: map[eventKey]bool{}}
-		c.jobs[id] = j
+	j, _ := c.loadOrFresh(id)
+	if i := slices.Index(j.earlier, tsubmit); i >= 0 {
+		j.earlier = slices.Delete(j.earlier, i, i+1)
+		if c.keepGone && tsubmit != 0 {
+			j.keptGone = append(j.keptGone, tsubmit)
+		}
+		c.dirty[id] = struct{}{}
+		return
+	}
+	if tsubmit != 0 && j.tsubmit != 0 && tsubmit != j.tsubmit {
+		return // an incarnation no longer held: nothing to forget
+	}
+	if j.tsubmit == 0 {
+		j.tsubmit = tsubmit
 	}
 	j.gone = true
+	j.purging = false
 	c.dirty[id] = struct{}{}
 }
 
@@ -210,13 +399,22 @@ func (c *Checkpoint) Flush() error {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
-	var release []uint64
+	var release, held []uint64
 	for _, id := range ids {
 		j := c.jobs[id]
+		if j == nil {
+			continue
+		}
+		if len(j.earlier) > 0 {
+			held = append(held, id) // wait for the earlier purge records
+			continue
+		}
+		for _, t := range j.keptGone {
+			puts = append(puts, core.KVPut{Key: goneKey(id, t), Value: entryHeader('X', t)})
+		}
 		switch {
-		case j == nil:
 		case j.gone && c.keepGone:
-			puts = append(puts, core.KVPut{Key: jobKey(id), Value: []byte{'X'}})
+			puts = append(puts, core.KVPut{Key: jobKey(id), Value: entryHeader('X', j.tsubmit)})
 			if j.inflight == 0 {
 				release = append(release, id)
 			}
@@ -226,13 +424,18 @@ func (c *Checkpoint) Flush() error {
 				release = append(release, id)
 			}
 		case j.done:
-			puts = append(puts, core.KVPut{Key: jobKey(id), Value: []byte{'D'}})
-			release = append(release, id)
+			puts = append(puts, core.KVPut{Key: jobKey(id), Value: entryHeader('D', j.tsubmit)})
+			if !j.purging {
+				release = append(release, id)
+			}
 		default:
 			puts = append(puts, core.KVPut{Key: jobKey(id), Value: encodeCheckpoint(j)})
 		}
 	}
 	clear(c.dirty)
+	for _, id := range held {
+		c.dirty[id] = struct{}{}
+	}
 	c.mu.Unlock()
 	if err := c.kv.Commit(puts); err != nil {
 		// Mark them dirty again: the next flush retries.
@@ -244,6 +447,11 @@ func (c *Checkpoint) Flush() error {
 		return fmt.Errorf("commit checkpoint: %w", err)
 	}
 	c.mu.Lock()
+	for _, id := range ids {
+		if j := c.jobs[id]; j != nil && len(j.earlier) == 0 {
+			j.keptGone = nil
+		}
+	}
 	for _, id := range release {
 		if j := c.jobs[id]; j != nil && j.inflight == 0 {
 			if _, again := c.dirty[id]; !again {
@@ -261,51 +469,80 @@ func (c *Checkpoint) Flush() error {
 func (c *Checkpoint) Release(id uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if j := c.jobs[id]; j != nil && j.inflight == 0 {
+	if j := c.jobs[id]; j != nil && j.inflight == 0 && !j.purging && len(j.earlier) == 0 {
 		if _, dirty := c.dirty[id]; !dirty {
 			delete(c.jobs, id)
 		}
 	}
 }
 
-// Jobs calls fn for every job the checkpoint knows (stored or in memory),
-// except those being forgotten.
-func (c *Checkpoint) Jobs(fn func(id uint64)) error {
+// Jobs calls fn for every job the checkpoint knows (stored or in memory)
+// with its incarnation's t_submit, except those purged or being purged.
+func (c *Checkpoint) Jobs(fn func(id uint64, tsubmit float64)) error {
+	type memJob struct {
+		live    bool
+		tsubmit float64
+	}
 	c.mu.Lock()
-	mem := map[uint64]bool{}
+	mem := map[uint64]memJob{}
 	for id, j := range c.jobs {
-		mem[id] = !j.gone && !j.goneKept
+		mem[id] = memJob{!j.gone && !j.goneKept && !j.purging && !j.empty(), j.tsubmit}
 	}
 	c.mu.Unlock()
 	err := c.kv.ForEach(func(k, v []byte) error {
-		if len(k) != 8 || len(v) == 1 && v[0] == 'X' {
+		if len(k) != 8 {
 			return nil
 		}
 		id := binary.BigEndian.Uint64(k)
-		if live, ok := mem[id]; ok {
-			if live {
-				fn(id)
+		if m, ok := mem[id]; ok {
+			if m.live {
+				fn(id, m.tsubmit)
 			}
 			delete(mem, id)
 			return nil
 		}
-		fn(id)
+		kind, tsubmit, _ := entryKind(v)
+		if kind != 'X' {
+			fn(id, tsubmit)
+		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	ids := make([]uint64, 0, len(mem))
-	for id, live := range mem {
-		if live {
+	for id, m := range mem {
+		if m.live {
 			ids = append(ids, id)
 		}
 	}
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 	for _, id := range ids {
-		fn(id)
+		fn(id, mem[id].tsubmit)
 	}
 	return nil
+}
+
+// entryVersion2 is the first byte of a version 2 entry.
+const entryVersion2 = 0x02
+
+// entryHeader is a version 2 entry without events: version, kind, t_submit.
+func entryHeader(kind byte, tsubmit float64) []byte {
+	b := make([]byte, 0, 10)
+	b = append(b, entryVersion2, kind)
+	return binary.BigEndian.AppendUint64(b, math.Float64bits(tsubmit))
+}
+
+// entryKind reads the kind and t_submit of an entry without its events (a
+// damaged entry reads as a partial one with t_submit not known).
+func entryKind(v []byte) (kind byte, tsubmit float64, ok bool) {
+	switch {
+	case len(v) >= 10 && v[0] == entryVersion2:
+		return v[1], math.Float64frombits(binary.BigEndian.Uint64(v[2:10])), true
+	case len(v) > 0 && v[0] != entryVersion2:
+		return v[0], 0, true
+	}
+	return 'P', 0, false
 }
 
 func encodeCheckpoint(j *ckJob) []byte {
@@ -321,7 +558,7 @@ func encodeCheckpoint(j *ckJob) []byte {
 		}
 		return keys[a].name < keys[b].name
 	})
-	b := []byte{'P'}
+	b := entryHeader('P', j.tsubmit)
 	for _, k := range keys {
 		b = binary.AppendUvarint(b, uint64(len(k.name)))
 		b = append(b, k.name...)
@@ -334,31 +571,41 @@ func encodeCheckpoint(j *ckJob) []byte {
 // names are short words (RFC 21); a longer length field is damage.
 const maxEventName = 1 << 10
 
-// decodeCheckpoint reads a stored entry into j. Every length is checked
-// against what is left of v before it is used, so a damaged entry gives an
-// error, never a panic or an allocation larger than v.
+// decodeCheckpoint reads a stored entry (version 2, or version 1) into j.
+// Every length is checked against what is left of v before it is used, so
+// a damaged entry gives an error, never a panic or an allocation larger
+// than v.
 func decodeCheckpoint(v []byte, j *ckJob) error {
 	if len(v) == 0 {
 		return nil
 	}
-	switch v[0] {
-	case 'D':
-		if len(v) != 1 {
-			return fmt.Errorf("done entry of %d bytes, want 1", len(v))
+	version2 := v[0] == entryVersion2
+	off := 1
+	if version2 {
+		if len(v) < 10 {
+			return fmt.Errorf("version 2 entry of %d bytes, want at least 10", len(v))
 		}
-		j.done, j.final = true, true
-		return nil
-	case 'X':
-		if len(v) != 1 {
-			return fmt.Errorf("gone entry of %d bytes, want 1", len(v))
+		off = 10
+		j.tsubmit = math.Float64frombits(binary.BigEndian.Uint64(v[2:10]))
+		if j.tsubmit < 0 || math.IsNaN(j.tsubmit) || math.IsInf(j.tsubmit, 0) {
+			return fmt.Errorf("t_submit %v", j.tsubmit)
 		}
-		j.done, j.final, j.goneKept = true, true, true
+	}
+	kind := v[off-1]
+	if version2 {
+		kind = v[1]
+	}
+	switch kind {
+	case 'D', 'X':
+		if len(v) != off {
+			return fmt.Errorf("%c entry of %d bytes, want %d", kind, len(v), off)
+		}
+		j.done, j.final, j.goneKept = true, true, kind == 'X'
 		return nil
 	case 'P':
 	default:
-		return fmt.Errorf("unknown entry kind 0x%02x", v[0])
+		return fmt.Errorf("unknown entry kind 0x%02x", kind)
 	}
-	off := 1
 	for i := 0; off < len(v); i++ {
 		n, w := binary.Uvarint(v[off:])
 		if w <= 0 {
@@ -374,6 +621,9 @@ func decodeCheckpoint(v []byte, j *ckJob) error {
 		ts := math.Float64frombits(binary.BigEndian.Uint64(v[off:]))
 		off += 8
 		j.seen[eventKey{name, ts}] = true
+		if !version2 && name == "submit" {
+			j.tsubmit = ts // a version 1 entry: its submit event tells
+		}
 	}
 	return nil
 }

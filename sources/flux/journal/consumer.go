@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,6 +89,7 @@ type Consumer struct {
 	inBacklog bool
 	backlog   map[uint64]struct{} // jobs seen in the current backlog
 	responses int                 // in the current stream, for messages
+	noSubmit  int                 // NoSubmit matches in the current stream
 	lastTS    float64             // newest event timestamp seen
 
 	stopFlush chan struct{}
@@ -98,6 +100,7 @@ type Consumer struct {
 
 type job struct {
 	id          uint64
+	tsubmit     float64 // the submit event's timestamp: with id, the job's identity (0: not seen)
 	state       *jobstate.State
 	eventlog    []core.Event
 	sentJobspec bool // on-change: the current jobspec is on some record
@@ -161,6 +164,7 @@ func (c *Consumer) StartStream(full bool) {
 	c.inBacklog = true
 	c.backlog = map[uint64]struct{}{}
 	c.responses = 0
+	c.noSubmit = 0
 }
 
 // InBacklog reports whether the stream is still before its sentinel.
@@ -191,17 +195,21 @@ func (c *Consumer) Response(payload []byte, where string) []*core.Record {
 }
 
 // backlogJob handles a job's whole eventlog from the backlog: rebuild its
-// state from scratch and emit the events not emitted before.
+// state from scratch and emit the events not emitted before. A job whose
+// id the checkpoint holds with another submit time is a new job (the id
+// was reused by a restarted instance): the old one gets its purge record
+// first, the new one is emitted in full.
 func (c *Consumer) backlogJob(id uint64, resp jobstate.Response, where string) []*core.Record {
-	if done, err := c.ck.Done(id); err != nil {
-		c.checkpointError(id, err)
-	} else if done {
+	tsubmit := submitTime(resp.Events)
+	recs, done := c.identify(id, tsubmit, where)
+	if done {
 		delete(c.jobs, id)
-		return nil
+		c.ck.Release(id)
+		return recs
 	}
-	j := &job{id: id, state: jobstate.New(id)}
+	j := &job{id: id, tsubmit: tsubmit, state: jobstate.New(id)}
 	c.jobs[id] = j
-	recs := c.apply(j, resp, where)
+	recs = append(recs, c.apply(j, resp, where)...)
 	if c.isInactive(j) {
 		delete(c.jobs, id)
 		c.ck.Release(id)
@@ -209,19 +217,74 @@ func (c *Consumer) backlogJob(id uint64, resp jobstate.Response, where string) [
 	return recs
 }
 
-// liveEvents handles events of one job after the backlog.
+// liveEvents handles events of one job after the backlog. A submit event
+// for an id whose active or checkpointed job has another submit time is a
+// new job, as in a backlog.
 func (c *Consumer) liveEvents(id uint64, resp jobstate.Response, where string) []*core.Record {
 	j := c.jobs[id]
+	var recs []*core.Record
+	if tsubmit := submitTime(resp.Events); tsubmit != 0 && (j == nil || j.tsubmit != tsubmit) {
+		recs, _ = c.identify(id, tsubmit, where)
+		if j != nil && j.tsubmit != 0 {
+			j = nil // the active job of that id is another incarnation
+		}
+		if j != nil {
+			j.tsubmit = tsubmit
+		}
+	}
 	if j == nil {
-		j = &job{id: id, state: jobstate.New(id)}
+		j = &job{id: id, tsubmit: submitTime(resp.Events), state: jobstate.New(id)}
 		c.jobs[id] = j
 	}
-	recs := c.apply(j, resp, where)
+	recs = append(recs, c.apply(j, resp, where)...)
 	if c.isInactive(j) {
 		delete(c.jobs, id)
 	}
 	return recs
 }
+
+// submitTime is the timestamp of the first submit event, 0 if none.
+func submitTime(evs []jobstate.Event) float64 {
+	for _, ev := range evs {
+		if ev.Name == "submit" {
+			return ev.Timestamp
+		}
+	}
+	return 0
+}
+
+// identify matches job id, submitted at tsubmit (0: no submit event), with
+// the checkpoint. It returns the purge record of an earlier incarnation
+// the job replaces, and whether the job is done (skip it whole).
+func (c *Consumer) identify(id uint64, tsubmit float64, where string) ([]*core.Record, bool) {
+	m, err := c.ck.Identify(id, tsubmit)
+	if err != nil {
+		c.checkpointError(id, err)
+		return nil, false
+	}
+	switch m.Match {
+	case Reused:
+		if tsubmit < m.Old {
+			c.opts.Logger.Warn("job id met again with a submit time earlier than the checkpointed job's (the clock stepped back, or a recording was replayed again): taken as a new job, delivered in full; the checkpointed one gets a purge record",
+				"where", where, "job", id, "jobid", jobstate.F58(id), "t_submit", tsubmit, "checkpointed_t_submit", m.Old)
+		} else {
+			c.opts.Logger.Info("job id reused by a restarted instance: a new job, delivered in full; the old one gets a purge record",
+				"where", where, "job", id, "jobid", jobstate.F58(id), "t_submit", tsubmit, "old_t_submit", m.Old)
+		}
+		return []*core.Record{c.purgeRecord(id, m.Old, "missing-from-backlog")}, false
+	case NoSubmit:
+		c.noSubmit++
+		if c.noSubmit <= maxNoSubmitLogs {
+			c.opts.Logger.Warn("journal eventlog without a submit event for a job the checkpoint knows with its submit time: cannot tell whether it is the same job, so what the checkpoint does not hold as taken is delivered (all of it if the job was done; duplicates at worst)",
+				"where", where, "job", id, "jobid", jobstate.F58(id))
+		}
+	}
+	return nil, m.Done
+}
+
+// maxNoSubmitLogs bounds the NoSubmit warnings per stream (an allow filter
+// without submit gives one per job once); the rest are counted.
+const maxNoSubmitLogs = 10
 
 // checkpointError logs a failed checkpoint lookup of job id. Either way
 // the job's events are emitted (again): duplicates at worst, never a loss,
@@ -340,8 +403,12 @@ func (c *Consumer) endOfBacklog() []*core.Record {
 		return nil
 	}
 	var recs []*core.Record
+	if c.noSubmit > maxNoSubmitLogs {
+		c.opts.Logger.Warn("more backlog jobs had no submit event while the checkpoint knew their submit time; delivered as well",
+			"jobs", c.noSubmit, "logged", maxNoSubmitLogs)
+	}
 	var missing []uint64
-	err := c.ck.Jobs(func(id uint64) {
+	err := c.ck.Jobs(func(id uint64, _ float64) {
 		if _, ok := c.backlog[id]; !ok {
 			missing = append(missing, id)
 		}
@@ -355,7 +422,13 @@ func (c *Consumer) endOfBacklog() []*core.Record {
 		}
 	}
 	for _, id := range missing {
-		recs = append(recs, c.purgeRecord(id, "missing-from-backlog"))
+		tsubmit, ok, err := c.ck.StartPurge(id)
+		if err != nil {
+			c.checkpointError(id, err)
+		}
+		if ok {
+			recs = append(recs, c.purgeRecord(id, tsubmit, "missing-from-backlog"))
+		}
 	}
 	c.backlog = nil
 	return recs
@@ -382,22 +455,55 @@ func (c *Consumer) Purge(payload []byte, where string) []*core.Record {
 			continue
 		}
 		delete(c.jobs, id)
-		if c.ck.Gone(id) {
+		tsubmit, ok, err := c.ck.StartPurge(id)
+		if err != nil {
+			c.checkpointError(id, err)
+		}
+		if !ok {
 			continue // a replayed recording: this purge was delivered before
 		}
-		recs = append(recs, c.purgeRecord(id, "purge-event"))
+		recs = append(recs, c.purgeRecord(id, tsubmit, "purge-event"))
 	}
 	return recs
 }
 
-func (c *Consumer) purgeRecord(id uint64, reason string) *core.Record {
+// purgeRecord says the job (id, tsubmit) left Flux. Its id names the
+// incarnation, JOBID:purge:T_SUBMIT (JOBID:purge when the submit time is
+// not known), so that the purge of a job whose id was reused later stays
+// apart from the purge of the new one.
+func (c *Consumer) purgeRecord(id uint64, tsubmit float64, reason string) *core.Record {
 	return &core.Record{
 		Kind:    core.KindPurge,
-		ID:      strconv.FormatUint(id, 10) + ":purge",
+		ID:      PurgeID(id, tsubmit),
 		Cluster: c.opts.Cluster,
 		Source:  c.opts.Source,
 		Purge:   &core.Purge{ID: id, JobID: jobstate.F58(id), Reason: reason, Time: c.now()},
 	}
+}
+
+// PurgeID is the record id of the purge of job id submitted at tsubmit:
+// JOBID:purge:T_SUBMIT, or JOBID:purge when tsubmit is 0 (not known).
+func PurgeID(id uint64, tsubmit float64) string {
+	b := strconv.AppendUint(make([]byte, 0, 40), id, 10)
+	b = append(b, ":purge"...)
+	if tsubmit != 0 {
+		b = append(b, ':')
+		b = strconv.AppendFloat(b, tsubmit, 'f', -1, 64)
+	}
+	return string(b)
+}
+
+// purgeTSubmit reads the incarnation back from a purge record's id.
+func purgeTSubmit(r *core.Record) float64 {
+	i := strings.LastIndexByte(r.ID, ':')
+	if i < 0 || r.ID[i+1:] == "purge" {
+		return 0
+	}
+	ts, err := strconv.ParseFloat(r.ID[i+1:], 64)
+	if err != nil {
+		return 0
+	}
+	return ts
 }
 
 // now is the wall clock, or for replays the newest event time seen, so a
@@ -427,12 +533,12 @@ func (c *Consumer) Taken(recs []*core.Record) {
 		switch r.Kind {
 		case core.KindEvent:
 			final := r.Event.Name == "clean"
-			c.ck.Taken(r.Job.ID, eventKey{r.Event.Name, r.Event.Timestamp}, final)
+			c.ck.Taken(r.Job.ID, r.Job.TSubmit, eventKey{r.Event.Name, r.Event.Timestamp}, final)
 			if r.Event.Name == "invalidate" {
-				c.ck.Forget(r.Job.ID)
+				c.ck.Forget(r.Job.ID, r.Job.TSubmit)
 			}
 		case core.KindPurge:
-			c.ck.Forget(r.Purge.ID)
+			c.ck.Forget(r.Purge.ID, purgeTSubmit(r))
 		}
 	}
 }

@@ -2,15 +2,22 @@ package journal
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/sources/flux/jobstate"
 )
 
 const testdata = "../../../testdata/flux"
@@ -29,6 +36,30 @@ func lines(t testing.TB, name string) [][]byte {
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		out = append(out, append([]byte(nil), sc.Bytes()...))
+	}
+	return out
+}
+
+// submitTimes maps each job of a recorded stream to its submit time.
+func submitTimes(t testing.TB, name string) map[uint64]float64 {
+	t.Helper()
+	out := map[uint64]float64{}
+	for _, l := range lines(t, name) {
+		var r struct {
+			ID     int64 `json:"id"`
+			Events []struct {
+				Timestamp float64 `json:"timestamp"`
+				Name      string  `json:"name"`
+			} `json:"events"`
+		}
+		if err := json.Unmarshal(l, &r); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range r.Events {
+			if e.Name == "submit" {
+				out[uint64(r.ID)] = e.Timestamp
+			}
+		}
 	}
 	return out
 }
@@ -155,6 +186,7 @@ func TestMissingFromBacklog(t *testing.T) {
 	c1.StartStream(true)
 	c1.Taken(feed(c1, lines(t, "journal-backlog-full-before-purge.jsonl")))
 	c1.Close()
+	submits := submitTimes(t, "journal-backlog-full-before-purge.jsonl")
 
 	for _, full := range []bool{false, true} {
 		c := NewConsumer(Options{Logger: quiet()}, kv)
@@ -166,8 +198,9 @@ func TestMissingFromBacklog(t *testing.T) {
 				t.Errorf("emitted %s again", r.ID)
 				continue
 			}
-			if r.Purge.Reason != "missing-from-backlog" || r.Key() != r.ID[:len(r.ID)-len(":purge")] {
-				t.Errorf("purge record %+v", r.Purge)
+			want := fmt.Sprintf("%d:purge:%s", r.Purge.ID, strconv.FormatFloat(submits[r.Purge.ID], 'f', -1, 64))
+			if r.Purge.Reason != "missing-from-backlog" || r.ID != want || r.Key() != strconv.FormatUint(r.Purge.ID, 10) {
+				t.Errorf("purge record %s %+v, want id %s", r.ID, r.Purge, want)
 			}
 			purged = append(purged, r.Purge.ID)
 		}
@@ -192,8 +225,10 @@ func TestMissingFromBacklog(t *testing.T) {
 	n := 0
 	kv.ForEach(func(k, v []byte) error {
 		n++
-		if string(v) != "D" {
-			t.Errorf("entry %x = %q, want D", k, v)
+		id := binary.BigEndian.Uint64(k)
+		want := binary.BigEndian.AppendUint64([]byte{2, 'D'}, math.Float64bits(submits[id]))
+		if !bytes.Equal(v, want) || submits[id] == 0 {
+			t.Errorf("entry %d = %q, want %q (done, with its t_submit)", id, v, want)
 		}
 		return nil
 	})
@@ -355,5 +390,368 @@ func TestIncludePolicies(t *testing.T) {
 		if js != tc.jobspecs || rs != tc.rs || els != tc.eventlogs {
 			t.Errorf("%+v: jobspec on %d, R on %d, eventlog on %d records; want %d, %d, %d", tc.include, js, rs, els, tc.jobspecs, tc.rs, tc.eventlogs)
 		}
+	}
+}
+
+// shifted is a recorded stream as a restarted instance without its old
+// KVS would send it: the same job ids, every event dt seconds later.
+func shifted(t testing.TB, ls [][]byte, dt float64) [][]byte {
+	t.Helper()
+	out := make([][]byte, 0, len(ls))
+	for _, l := range ls {
+		var r struct {
+			ID     json.Number `json:"id"`
+			Events []struct {
+				Timestamp float64         `json:"timestamp"`
+				Name      string          `json:"name"`
+				Context   json.RawMessage `json:"context,omitempty"`
+			} `json:"events"`
+			Jobspec json.RawMessage `json:"jobspec,omitempty"`
+			R       json.RawMessage `json:"R,omitempty"`
+		}
+		if err := json.Unmarshal(l, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.ID != "-1" {
+			for i := range r.Events {
+				r.Events[i].Timestamp += dt
+			}
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// eventIDs lists the record ids of the events of recorded lines.
+func eventIDs(t testing.TB, ls [][]byte) []string {
+	t.Helper()
+	var ids []string
+	for _, l := range ls {
+		var r struct {
+			ID     int64 `json:"id"`
+			Events []struct {
+				Timestamp float64 `json:"timestamp"`
+				Name      string  `json:"name"`
+			} `json:"events"`
+		}
+		if err := json.Unmarshal(l, &r); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range r.Events {
+			ids = append(ids, core.EventID(uint64(r.ID), e.Name, e.Timestamp))
+		}
+	}
+	return ids
+}
+
+func recordIDs(recs []*core.Record) []string {
+	ids := make([]string, len(recs))
+	for i, r := range recs {
+		ids[i] = r.ID
+	}
+	return ids
+}
+
+func entry(t testing.TB, kv core.KV, id uint64) *ckJob {
+	t.Helper()
+	v, err := kv.Get(jobKey(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := newCkJob(0)
+	if v == nil {
+		return nil
+	}
+	if err := decodeCheckpoint(v, j); err != nil {
+		t.Fatalf("entry of job %d: %v", id, err)
+	}
+	return j
+}
+
+// A backlog job whose id the checkpoint holds with another submit time is
+// a new job: the old one gets its purge record (missing-from-backlog,
+// JOBID:purge:T_SUBMIT) right before the new one's records, and the new
+// one is delivered in full. Keyed by id alone, every job of the second
+// instance was skipped.
+func TestReusedIDInBacklog(t *testing.T) {
+	kv := core.NewMemKV()
+	a := lines(t, "journal-backlog-full-before-purge.jsonl")
+	b := shifted(t, a, 3600)
+	ta, tb := submitTimes(t, "journal-backlog-full-before-purge.jsonl"), map[uint64]float64{}
+	for id, ts := range ta {
+		tb[id] = ts + 3600
+	}
+	c1 := NewConsumer(Options{Logger: quiet()}, kv)
+	c1.StartStream(true)
+	c1.Taken(feed(c1, a))
+	if err := c1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The restarted instance: every job reuses an id.
+	var want []string
+	for _, l := range b[:len(b)-1] {
+		var r struct{ ID uint64 }
+		json.Unmarshal(l, &r)
+		want = append(want, PurgeID(r.ID, ta[r.ID]))
+		want = append(want, eventIDs(t, [][]byte{l})...)
+	}
+	var logs strings.Builder
+	c2 := NewConsumer(Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, kv)
+	c2.StartStream(true)
+	recs := feed(c2, b)
+	if got := recordIDs(recs); !slices.Equal(got, want) {
+		t.Fatalf("second instance: %d records, want %d (23 purges, 324 events):\n got %v\nwant %v", len(got), len(want), got[:min(5, len(got))], want[:5])
+	}
+	for _, r := range recs {
+		switch r.Kind {
+		case core.KindPurge:
+			if r.Purge.Reason != "missing-from-backlog" || r.Purge.JobID != jobstate.F58(r.Purge.ID) {
+				t.Fatalf("purge %+v", r.Purge)
+			}
+		case core.KindEvent:
+			if r.Job.TSubmit != tb[r.Job.ID] {
+				t.Fatalf("%s: t_submit %v, want the new job's %v", r.ID, r.Job.TSubmit, tb[r.Job.ID])
+			}
+		}
+	}
+	if n := strings.Count(logs.String(), "job id reused by a restarted instance"); n != 23 {
+		t.Fatalf("%d reuse log lines, want 23:\n%s", n, logs.String())
+	}
+	c2.Taken(recs)
+	if err := c2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for id, ts := range tb {
+		if j := entry(t, kv, id); j == nil || !j.done || j.tsubmit != ts {
+			t.Fatalf("job %d: entry %+v, want done with t_submit %v", id, j, ts)
+		}
+	}
+
+	// The same instance again: nothing new.
+	c3 := NewConsumer(Options{Logger: quiet()}, kv)
+	c3.StartStream(true)
+	if recs := feed(c3, b); len(recs) != 0 {
+		t.Fatalf("second instance read again: %d records, first %s", len(recs), recs[0].ID)
+	}
+	c3.Close()
+
+	// Bad input: the first instance's backlog again, its submits earlier
+	// than the checkpoint's. Delivered (and logged), never dropped.
+	logs.Reset()
+	c4 := NewConsumer(Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, kv)
+	defer c4.Close()
+	c4.StartStream(true)
+	recs = feed(c4, a)
+	if events, purges := countKinds(recs); events != 324 || purges != 23 {
+		t.Fatalf("earlier submits: %d events %d purges, want 324 and 23", events, purges)
+	}
+	if recs[0].ID != PurgeID(349066756096, tb[349066756096]) || !strings.Contains(logs.String(), "submit time earlier than the checkpointed job's") {
+		t.Fatalf("first record %s; log:\n%s", recs[0].ID, logs.String())
+	}
+}
+
+func countKinds(recs []*core.Record) (events, purges int) {
+	for _, r := range recs {
+		switch r.Kind {
+		case core.KindEvent:
+			events++
+		case core.KindPurge:
+			purges++
+		}
+	}
+	return events, purges
+}
+
+// Live: a submit event for an id whose checkpointed or in-flight job has
+// another submit time is a new job, with the old one's purge first. Both
+// with the old job's records taken and still in flight: a late
+// acknowledgement of the old incarnation does not mark the new one.
+func TestReusedIDLive(t *testing.T) {
+	live := lines(t, "journal-scenario-live-full.jsonl") // sentinel first
+	again := shifted(t, live[1:], 7200)
+	for _, takenFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("old taken first %v", takenFirst), func(t *testing.T) {
+			kv := core.NewMemKV()
+			c := NewConsumer(Options{Logger: quiet()}, kv)
+			c.StartStream(true)
+			first := feed(c, live)
+			if len(first) != 373 {
+				t.Fatalf("first instance: %d records", len(first))
+			}
+			if takenFirst {
+				c.Taken(first)
+				if err := c.Checkpoint().Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			second := feed(c, again)
+			// Every job of the second run gets the first one's purge
+			// record before its submit, except the two invalidated ones:
+			// an invalidated job is gone, nothing to purge (once its
+			// invalidate was taken; before, its purge is emitted too).
+			submits := map[uint64]float64{}
+			seenSubmit := map[uint64]bool{}
+			for _, r := range first {
+				if r.Event.Name == "submit" {
+					submits[r.Job.ID] = r.Event.Timestamp
+				}
+			}
+			var events []string
+			purges := 0
+			for i, r := range second {
+				if r.Kind == core.KindPurge {
+					purges++
+					next := second[i+1]
+					if r.ID != PurgeID(r.Purge.ID, submits[r.Purge.ID]) || next.Job.ID != r.Purge.ID || next.Event.Name != "submit" || seenSubmit[r.Purge.ID] {
+						t.Fatalf("purge %s followed by %s", r.ID, next.ID)
+					}
+					continue
+				}
+				if r.Event.Name == "submit" {
+					seenSubmit[r.Job.ID] = true
+				}
+				events = append(events, r.ID)
+			}
+			wantPurges := 25
+			if !takenFirst {
+				wantPurges = 27
+			}
+			if !slices.Equal(events, eventIDs(t, again)) || purges != wantPurges {
+				t.Fatalf("second instance: %d events (want 373, all of them), %d purges (want %d)", len(events), purges, wantPurges)
+			}
+			if !takenFirst {
+				c.Taken(first) // late: the first instance's records reach the sinks now
+			}
+			c.Taken(second)
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			kv.ForEach(func(k, v []byte) error {
+				n++
+				id := binary.BigEndian.Uint64(k)
+				j := newCkJob(0)
+				if err := decodeCheckpoint(v, j); err != nil || !j.done || j.tsubmit != submits[id]+7200 {
+					t.Errorf("job %d: entry %q, want done with the second run's t_submit", id, v)
+				}
+				return nil
+			})
+			if n != 25 {
+				t.Fatalf("%d entries, want 25 (27 jobs, 2 invalidated)", n)
+			}
+		})
+	}
+}
+
+// Entries written before t_submit was kept (version 1) are read: a 'P'
+// entry that holds the submit event knows the submit time; a 'D' entry
+// does not, and matches whatever submit time comes first (documented: the
+// job met first is taken for the checkpointed one), then it is rewritten
+// in version 2.
+func TestLegacyEntries(t *testing.T) {
+	a := lines(t, "journal-backlog-full-before-purge.jsonl")[:2] // jobs "early" and "ok-sleep"
+	ta := submitTimes(t, "journal-backlog-full-before-purge.jsonl")
+	const first, second = 349066756096, 398844755968
+	evs := eventIDs(t, a[:1])
+	// Version 1 'P': job "early" with its submit and validate taken.
+	legacyP := []byte{'P'}
+	for _, id := range evs[:2] {
+		parts := strings.Split(id, ":")
+		ts, _ := strconv.ParseFloat(parts[2], 64)
+		legacyP = binary.AppendUvarint(legacyP, uint64(len(parts[1])))
+		legacyP = append(legacyP, parts[1]...)
+		legacyP = binary.BigEndian.AppendUint64(legacyP, math.Float64bits(ts))
+	}
+	for _, tc := range []struct {
+		name  string
+		dt    float64
+		input [][]byte
+		want  []string
+	}{
+		// early: the 12 events after submit and validate; ok-sleep: done.
+		{"same instance", 0, a, evs[2:]},
+		// early: the reuse shows through the submit event of its 'P'
+		// entry; ok-sleep: its 'D' entry adopts the new submit time and
+		// the job is skipped (the documented limit of version 1 entries).
+		{"reused ids", 60, shifted(t, a, 60), append([]string{PurgeID(first, ta[first])}, eventIDs(t, shifted(t, a[:1], 60))...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kv := core.NewMemKV()
+			kv.Commit([]core.KVPut{{Key: jobKey(first), Value: legacyP}, {Key: jobKey(second), Value: []byte("D")}})
+			c := NewConsumer(Options{Logger: quiet()}, kv)
+			c.StartStream(true)
+			recs := feed(c, tc.input)
+			if got := recordIDs(recs); !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v\nwant %v", got, tc.want)
+			}
+			c.Taken(recs)
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for id, ts := range map[uint64]float64{first: ta[first] + tc.dt, second: ta[second] + tc.dt} {
+				v, _ := kv.Get(jobKey(id))
+				if j := entry(t, kv, id); !j.done || j.tsubmit != ts || len(v) != 10 || v[0] != 2 {
+					t.Fatalf("job %d: entry %q, want version 2, done, t_submit %v", id, v, ts)
+				}
+			}
+		})
+	}
+}
+
+// A backlog entry without a submit event (an allow filter without submit)
+// for a job the checkpoint knows with its submit time: delivered again and
+// logged, never dropped; then the entry forgets the submit time, so a
+// second restart with the same filter emits nothing.
+func TestBacklogWithoutSubmit(t *testing.T) {
+	kv := core.NewMemKV()
+	a := lines(t, "journal-backlog-full-before-purge.jsonl")
+	c1 := NewConsumer(Options{Logger: quiet()}, kv)
+	c1.StartStream(true)
+	c1.Taken(feed(c1, a))
+	c1.Close()
+	allow := lines(t, "journal-backlog-full-allow-submit-finish-clean.jsonl")
+	var noSubmit [][]byte
+	for _, l := range allow {
+		noSubmit = append(noSubmit, bytes.ReplaceAll(l, []byte(`"name":"submit"`), []byte(`"name":"submit-not"`)))
+	}
+	// Drop the renamed events again: what allow:{finish,clean} sends.
+	for i, l := range noSubmit {
+		var r map[string]json.RawMessage
+		json.Unmarshal(l, &r)
+		var evs []map[string]any
+		json.Unmarshal(r["events"], &evs)
+		kept := evs[:0]
+		for _, e := range evs {
+			if e["name"] != "submit-not" {
+				kept = append(kept, e)
+			}
+		}
+		r["events"], _ = json.Marshal(kept)
+		noSubmit[i], _ = json.Marshal(r)
+	}
+	var logs strings.Builder
+	c2 := NewConsumer(Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, kv)
+	c2.StartStream(true)
+	recs := feed(c2, noSubmit)
+	want := eventIDs(t, noSubmit)
+	if len(want) != 43 || !slices.Equal(recordIDs(recs), want) {
+		t.Fatalf("%d records, want the %d finish and clean events again", len(recs), len(want))
+	}
+	out := logs.String()
+	if strings.Count(out, "eventlog without a submit event") != maxNoSubmitLogs || !strings.Contains(out, "jobs=23") {
+		t.Fatalf("log:\n%s", out)
+	}
+	c2.Taken(recs)
+	c2.Close()
+	c3 := NewConsumer(Options{Logger: quiet()}, kv)
+	defer c3.Close()
+	c3.StartStream(true)
+	if recs := feed(c3, noSubmit); len(recs) != 0 {
+		t.Fatalf("second restart with the same filter: %d records", len(recs))
 	}
 }
