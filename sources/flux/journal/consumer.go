@@ -343,6 +343,14 @@ func (c *Consumer) apply(j *job, resp jobstate.Response, where string) []*core.R
 			c.opts.Logger.Warn("journal event context does not decode; event kept, job state may lack it",
 				"where", where, "job", j.id, "event", ev.Name, "index", i, "error", err)
 		}
+		// An update changed the raw object: on-change sends it again,
+		// starting with the update's own record.
+		switch ev.Name {
+		case "jobspec-update":
+			j.sentJobspec = false
+		case "resource-update":
+			j.sentR = false
+		}
 		cev := core.Event{Timestamp: ev.Timestamp, Name: ev.Name, Context: ev.Context}
 		if c.opts.Include.Eventlog == IncludeAlways {
 			j.eventlog = append(j.eventlog, cev)

@@ -755,3 +755,92 @@ func TestBacklogWithoutSubmit(t *testing.T) {
 		t.Fatalf("second restart with the same filter: %d records", len(recs))
 	}
 }
+
+// include: on-change sends the updated jobspec and R on the records of
+// jobspec-update and resource-update: the raw object with the update
+// applied, as Flux itself keeps it (the recorded backlog's jobspec and R,
+// taken after the updates), and not again on the next record.
+func TestOnChangeSendsUpdates(t *testing.T) {
+	type raw struct{ jobspec, r json.RawMessage }
+	current := map[uint64]raw{}
+	for _, l := range lines(t, "journal-backlog-full-before-purge.jsonl") {
+		var r struct {
+			ID      uint64
+			Jobspec json.RawMessage
+			R       json.RawMessage
+		}
+		json.Unmarshal(l, &r)
+		current[r.ID] = raw{r.Jobspec, r.R}
+	}
+	same := func(a, b json.RawMessage) bool {
+		var x, y any
+		return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && fmt.Sprint(x) == fmt.Sprint(y)
+	}
+	for _, tc := range []struct {
+		name string
+		file string
+	}{
+		{"live", "journal-scenario-live-full.jsonl"},
+		{"backlog", "journal-backlog-full-before-purge.jsonl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewConsumer(Options{Logger: quiet()}, nil)
+			defer c.Close()
+			c.StartStream(true)
+			recs := feed(c, lines(t, tc.file))
+			updates := map[string]int{}
+			for i, r := range recs {
+				name := r.Event.Name
+				if name != "jobspec-update" && name != "resource-update" {
+					continue
+				}
+				updates[name]++
+				want := current[r.Job.ID]
+				switch name {
+				case "jobspec-update":
+					if r.Jobspec == nil || !same(r.Jobspec, want.jobspec) {
+						t.Errorf("%s carries jobspec %s\nwant the updated one %s", r.ID, r.Jobspec, want.jobspec)
+					}
+				case "resource-update":
+					if r.R == nil || !same(r.R, want.r) {
+						t.Errorf("%s carries R %s\nwant the updated one %s", r.ID, r.R, want.r)
+					}
+				}
+				// Not again on the job's next record.
+				for _, n := range recs[i+1:] {
+					if n.Job != nil && n.Job.ID == r.Job.ID {
+						if name == "jobspec-update" && n.Jobspec != nil && n.Event.Name != "jobspec-update" ||
+							name == "resource-update" && n.R != nil && n.Event.Name != "resource-update" {
+							t.Errorf("%s after %s carries the raw object again", n.ID, r.ID)
+						}
+						break
+					}
+				}
+			}
+			// held-urgency, nonfatal-exception, held-queue-change: three
+			// jobspec updates; nonfatal-exception's resource-update.
+			if updates["jobspec-update"] != 3 || updates["resource-update"] != 1 {
+				t.Fatalf("updates %v, want 3 jobspec-update and 1 resource-update", updates)
+			}
+		})
+	}
+	// The duration of held-urgency really changed on its update record
+	// (recorded: flux update duration=5m).
+	c := NewConsumer(Options{Logger: quiet()}, nil)
+	defer c.Close()
+	c.StartStream(true)
+	for _, r := range feed(c, lines(t, "journal-scenario-live-full.jsonl")) {
+		if r.Job.ID == 464108126208 && (r.Event.Name == "submit" || r.Event.Name == "jobspec-update") {
+			var js struct {
+				Attributes struct {
+					System struct{ Duration float64 }
+				}
+			}
+			json.Unmarshal(r.Jobspec, &js)
+			want := map[string]float64{"submit": 0, "jobspec-update": 300}[r.Event.Name]
+			if js.Attributes.System.Duration != want {
+				t.Errorf("%s: jobspec duration %v, want %v", r.ID, js.Attributes.System.Duration, want)
+			}
+		}
+	}
+}
