@@ -384,13 +384,34 @@ func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, erro
 		want = min(want, int(b.winFirst-b.readSeq))
 	}
 	entries, err := b.sp.Read(b.readSeq, want)
-	if err != nil || len(entries) == 0 {
+	var ce *spool.CorruptError
+	if len(entries) == 0 && errors.As(err, &ce) {
+		// Damage on disk: the entry (and, if its length was hit, the rest
+		// of its segment) cannot be read. Park what is left of it and go
+		// on past it, loudly.
+		b.readSeq = ce.Resume
+		b.mu.Unlock()
+		lost := ce.Resume - ce.Seq
+		b.log.Error("spool entry damaged on disk; its bytes go to the dead-letter file", "error", ce, "entries", lost, "file", b.dlq.path)
+		if derr := b.dlq.add(deadLetter{Error: ce.Error(), Where: fmt.Sprintf("spool %s entries %d..%d", ce.Path, ce.Seq, ce.Resume-1), Raw: ce.Raw}); derr != nil {
+			b.mu.Lock()
+			b.readSeq = ce.Seq
+			b.mu.Unlock()
+			return nil, ticket{}, fmt.Errorf("%v, and it cannot be dead-lettered: %w", ce, derr)
+		}
+		b.stats.DeadLettered.Add(int64(lost))
+		b.stats.Errors.Add(int64(lost))
+		return nil, ticket{end: ce.Resume}, nil
+	}
+	if len(entries) == 0 {
 		b.mu.Unlock()
 		if err == nil {
 			err = fmt.Errorf("spool: no entry at %d", b.readSeq)
 		}
 		return nil, ticket{}, err
 	}
+	// Entries before a damaged one are delivered first; the next read
+	// meets the damage.
 	b.readSeq = entries[len(entries)-1].Seq + 1
 	b.mu.Unlock()
 	out := make([]*Record, 0, len(entries))

@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -377,6 +378,59 @@ sinks:
 		got, _ := r.JSON()
 		if !strings.Contains(string(got), "changed-after-encoding") {
 			t.Fatalf("sink got a stale JSON form: %s", got)
+		}
+	}
+}
+
+// A spool entry damaged on disk (its checksum fails) is parked in the
+// dead-letter file with where it was; the entries before it are
+// delivered, and the sink goes on instead of retrying it forever.
+func TestDamagedSpoolEntryIsDeadLettered(t *testing.T) {
+	dataDir := t.TempDir()
+	g, inst := mustBuild(t, `
+sources:
+  gen: {type: gen, count: 3}
+sinks:
+  out: {type: mem, inputs: [gen]}
+`)
+	seed(t, dataDir, g, inst)
+	segs, _ := filepath.Glob(filepath.Join(dataDir, "spool", "out", "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	b, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(b, []byte("rec-00001"))
+	if i < 0 {
+		t.Fatal("entry 1 not found in the segment")
+	}
+	b[i+4] ^= 0xff // inside the middle entry's record
+	if err := os.WriteFile(segs[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	g, inst = mustBuild(t, `
+sources:
+  gen: {type: gen, count: 0}
+sinks:
+  out: {type: mem, inputs: [gen]}
+`)
+	p := core.NewPipeline(g, core.RunOptions{DataDir: dataDir, Logger: quietLogger()})
+	if err := p.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := inst.sinks["out"].Got(); !slices.Equal(got, []string{"rec-00000", "rec-00002"}) {
+		t.Fatalf("delivered %v", got)
+	}
+	lines := readDeadLetters(t, filepath.Join(dataDir, "deadletter", "out.jsonl"))
+	if len(lines) != 1 || !strings.Contains(lines[0]["where"].(string), "entries 1..1") || lines[0]["raw"] == nil {
+		t.Fatalf("dead letters: %v", lines)
+	}
+	for _, s := range p.Stats() {
+		if s.Node == "out" && (s.DeadLettered != 1 || s.PendingRecords != 0) {
+			t.Fatalf("stats %+v", s)
 		}
 	}
 }

@@ -299,6 +299,9 @@ func (s *Spool) scan(seg *segment, last bool) (bool, error) {
 	}
 	seg.version, seg.meta, seg.hdrLen = res.version, res.meta, res.hdrLen
 	seg.count, seg.size = res.count, res.end
+	for _, off := range res.damaged {
+		s.note("%s: entry at byte %d fails its checksum but entries after it are sound: damaged on disk; kept, and the sink dead-letters its bytes when it gets there", seg.path, off)
+	}
 	if res.problem == "" {
 		return true, nil
 	}
@@ -321,8 +324,9 @@ type scanResult struct {
 	meta       []byte
 	hdrLen     int64
 	count      uint64
-	end        int64  // offset after the last valid entry
-	problem    string // why the entries end before the file does
+	end        int64   // offset after the last valid entry
+	problem    string  // why the entries end before the file does
+	damaged    []int64 // offsets of entries damaged in place, followed by sound ones
 }
 
 // scanSegment parses a segment of size bytes from r, calling visit (if
@@ -344,6 +348,20 @@ func scanSegment(r *bufio.Reader, size int64, visit func([]byte)) scanResult {
 		d, n, err := readEntry(r, version, size-res.end, buf)
 		if err == io.EOF {
 			return res
+		}
+		var ee *entryError
+		if errors.As(err, &ee) && ee.framed {
+			// A checksum that fails on a complete entry: if a sound
+			// entry follows, this one was damaged in place (not a torn
+			// tail) and everything after it is kept; reading it gives a
+			// CorruptError.
+			m := entryHeader + int64(len(ee.raw))
+			if d2, n2, err2 := readEntry(r, version, size-res.end-m, nil); err2 == nil {
+				res.damaged = append(res.damaged, res.end)
+				res.end += m
+				res.count++
+				d, n, err = d2, n2, nil
+			}
 		}
 		if err != nil {
 			res.problem = err.Error()
