@@ -20,6 +20,7 @@ import (
 	"github.com/hamba/avro/v2/ocf"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/crosscheck"
 	"github.com/fluxstream/fluxstream/schemas"
 )
 
@@ -290,9 +291,7 @@ func readOCF(t *testing.T, path string) []string {
 // standard Avro, not only what hamba accepts.
 func TestAvroContainerReadByApacheAvro(t *testing.T) {
 	py := "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import avro.datafile").Run(); err != nil {
-		t.Skip("python3-avro not installed (.ci/run installs it)")
-	}
+	crosscheck.Need(t, "Apache Avro for Python (Debian's python3-avro)", crosscheck.Run(py, "-c", "import avro.datafile"))
 	path := filepath.Join(t.TempDir(), "events.avro")
 	s := newSink(t, "path: "+path+"\nformat: avro\n")
 	all := recs(0, 5)
