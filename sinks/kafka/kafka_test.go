@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/crosscheck"
 	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/internal/kafkatest"
 	"github.com/fluxstream/fluxstream/internal/srtest"
@@ -408,9 +409,7 @@ sinks:
 // An independent client (kcat, librdkafka) reads what the sink produced:
 // keys, headers and JSON values as fluxstream wrote them.
 func TestKcatReads(t *testing.T) {
-	if _, err := exec.LookPath("kcat"); err != nil {
-		t.Skip("kcat not installed (.ci/run installs it)")
-	}
+	crosscheck.Need(t, "kcat (Debian's kcat)", crosscheck.Command("kcat"))
 	cluster := kafkatest.Start(t, kafkatest.Options{Brokers: 1, Topics: map[string]int{topic: 1}})
 	dir := t.TempDir()
 	out := filepath.Join(dir, "records.jsonl")
