@@ -94,8 +94,15 @@ Run with no config to see it work on a recorded journal shipped in the binary.`,
 	root.PersistentFlags().StringVarP(&g.config, "config", "c", os.Getenv("FLUXSTREAM_CONFIG"), "config file (default $FLUXSTREAM_CONFIG)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides log.level)")
 	root.AddCommand(newRunCmd(g), newValidateCmd(g), newGraphCmd(g), newDryRunCmd(g), newVersionCmd(g))
+	for _, newCmd := range moreCommands {
+		root.AddCommand(newCmd(g))
+	}
 	return root
 }
+
+// moreCommands are subcommands that live in files of their own (jobs,
+// plugins, ...); each file adds its constructor in an init func.
+var moreCommands []func(*globalFlags) *cobra.Command
 
 // load reads and builds the config, with every problem in one error.
 func (g *globalFlags) load() (*core.Graph, error) {
