@@ -29,6 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/logutil"
 	"github.com/fluxstream/fluxstream/schemas"
 )
 
@@ -112,11 +113,11 @@ func (c *Config) Validate() error {
 	}
 	for _, b := range c.Brokers {
 		if strings.Contains(b, "@") {
-			errs = append(errs, core.Fieldf("brokers", "%q: credentials do not belong in a broker address (use sasl:)", RedactURL(b)))
+			errs = append(errs, core.Fieldf("brokers", "%q: credentials do not belong in a broker address (use sasl:)", logutil.RedactURL(b)))
 			continue
 		}
 		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
-			errs = append(errs, core.Fieldf("brokers", "%q is not host:port", RedactURL(b)))
+			errs = append(errs, core.Fieldf("brokers", "%q is not host:port", logutil.RedactURL(b)))
 		}
 	}
 	if c.Topic == "" {
@@ -182,8 +183,8 @@ type Sink struct {
 	cfg    Config
 	name   string
 	log    *slog.Logger
-	limit  *logLimiter
-	redact *redactor
+	limit  *logutil.Limiter
+	redact *logutil.Redactor
 	kgoLog *kgoLogger
 	client *kgo.Client
 	topic  func(*core.Record) string
@@ -227,7 +228,7 @@ func New(nc *core.NodeConfig) (core.Sink, error) {
 }
 
 // redactor knows the config's secrets.
-func (c *Config) redactor() *redactor {
+func (c *Config) redactor() *logutil.Redactor {
 	secrets := []string{c.SASL.Password}
 	for _, b := range c.Brokers {
 		if at := strings.LastIndex(b, "@"); at >= 0 {
@@ -240,7 +241,7 @@ func (c *Config) redactor() *redactor {
 			}
 		}
 	}
-	return newRedactor(secrets...)
+	return logutil.NewRedactor(secrets...)
 }
 
 // brokers is the broker list for messages.
@@ -324,7 +325,7 @@ func (s *Sink) Provision(_ context.Context, nc core.NodeContext) error {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.limit = newLogLimiter(s.log, LogEvery, time.Now)
+	s.limit = logutil.NewLimiter(s.log, logutil.LogEvery, time.Now)
 	s.kgoLog = &kgoLogger{limit: s.limit, redact: s.redact}
 	s.inflight = make(map[*core.Record]*produced)
 	if nc.DryRun {

@@ -17,8 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fluxstream/fluxstream/core"
-	"github.com/fluxstream/fluxstream/internal/crosscheck"
 	"github.com/fluxstream/fluxstream/core/coretest"
+	"github.com/fluxstream/fluxstream/internal/crosscheck"
 	"github.com/fluxstream/fluxstream/internal/kafkatest"
 	"github.com/fluxstream/fluxstream/internal/srtest"
 	"github.com/fluxstream/fluxstream/schemas"

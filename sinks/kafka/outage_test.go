@@ -15,6 +15,7 @@ import (
 
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/internal/kafkatest"
+	"github.com/fluxstream/fluxstream/internal/logutil"
 	"github.com/fluxstream/fluxstream/sinks/kafka"
 )
 
@@ -250,7 +251,7 @@ func TestWriteBoundedDuringOutage(t *testing.T) {
 	if len(perKind) == 0 {
 		t.Errorf("nothing logged about the unreachable brokers:\n%s", logs.String())
 	}
-	allowed := int(elapsed/kafka.LogEvery) + 1
+	allowed := int(elapsed/logutil.LogEvery) + 1
 	for msg, n := range perKind {
 		if n > allowed {
 			t.Errorf("%q logged %d times in %v (at most %d)", msg, n, elapsed.Round(time.Second), allowed)

@@ -25,6 +25,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/logutil"
 	"github.com/fluxstream/fluxstream/schemas"
 )
 
@@ -94,8 +95,8 @@ func (c *Config) Validate() error {
 type Transform struct {
 	cfg      Config
 	log      *slog.Logger
-	limit    *logLimiter
-	redact   *redactor
+	limit    *logutil.Limiter
+	redact   *logutil.Redactor
 	schemaID int
 }
 
@@ -127,7 +128,7 @@ func New(nc *core.NodeConfig) (any, error) {
 			}
 		}
 	}
-	t.redact = newRedactor(secrets...)
+	t.redact = logutil.NewRedactor(secrets...)
 	return t, nil
 }
 
@@ -135,7 +136,7 @@ func New(nc *core.NodeConfig) (any, error) {
 func (t *Transform) urls() string {
 	out := make([]string, len(t.cfg.Registry.URLs))
 	for i, u := range t.cfg.Registry.URLs {
-		out[i] = t.redact.String(RedactURL(u))
+		out[i] = t.redact.String(logutil.RedactURL(u))
 	}
 	return "[" + strings.Join(out, " ") + "]"
 }
@@ -153,7 +154,7 @@ func (t *Transform) Provision(ctx context.Context, nc core.NodeContext) error {
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
-	t.limit = newLogLimiter(t.log, LogEvery, time.Now)
+	t.limit = logutil.NewLimiter(t.log, logutil.LogEvery, time.Now)
 	if t.cfg.Encoding != "confluent" || nc.DryRun {
 		return nil
 	}

@@ -1,4 +1,8 @@
-package avro
+// Package logutil has what every component needs to log an outage well:
+// a limiter that passes one line per kind every interval (with a count of
+// what it held back) and a redactor that takes secrets out of log lines
+// and errors.
+package logutil
 
 import (
 	"context"
@@ -15,12 +19,9 @@ import (
 // count as "suppressed".
 const LogEvery = 10 * time.Second
 
-// logLimiter passes at most one log line per kind every interval, so a
-// registry that keeps failing is reported, not repeated.
-//
-// It is the same as the kafka sink's (a transform does not import a sink);
-// both belong in a shared logging package once core has one.
-type logLimiter struct {
+// Limiter passes at most one log line per kind every interval: a
+// destination that keeps failing is reported, not repeated.
+type Limiter struct {
 	log   *slog.Logger
 	every time.Duration
 	now   func() time.Time
@@ -36,13 +37,14 @@ type limitState struct {
 	msg        string
 }
 
-func newLogLimiter(log *slog.Logger, every time.Duration, now func() time.Time) *logLimiter {
-	return &logLimiter{log: log, every: every, now: now, kinds: make(map[string]*limitState)}
+// NewLimiter logs to log; now is the clock (time.Now outside tests).
+func NewLimiter(log *slog.Logger, every time.Duration, now func() time.Time) *Limiter {
+	return &Limiter{log: log, every: every, now: now, kinds: make(map[string]*limitState)}
 }
 
 // Log logs msg unless a line of the same kind went out less than the
 // interval ago.
-func (l *logLimiter) Log(level slog.Level, kind, msg string, args ...any) {
+func (l *Limiter) Log(level slog.Level, kind, msg string, args ...any) {
 	now := l.now()
 	l.mu.Lock()
 	st := l.kinds[kind]
@@ -67,7 +69,7 @@ func (l *logLimiter) Log(level slog.Level, kind, msg string, args ...any) {
 
 // Flush logs, per kind, how many lines are still held back, so that the
 // count of the last burst is not lost at shutdown.
-func (l *logLimiter) Flush() {
+func (l *Limiter) Flush() {
 	l.mu.Lock()
 	kinds := make([]string, 0, len(l.kinds))
 	for k, st := range l.kinds {
@@ -93,18 +95,19 @@ func (l *logLimiter) Flush() {
 	}
 }
 
-// redactor takes secrets out of text that goes to logs and errors: the
+// Redactor takes secrets out of text that goes to logs and errors: the
 // password part of any user:password@ in URLs and addresses, and every
 // configured secret (SASL or registry password) verbatim or URL-escaped.
-type redactor struct {
+type Redactor struct {
 	secrets []string
 }
 
 // Redacted is what stands in for a secret, as net/url's URL.Redacted has it.
 const Redacted = "xxxxx"
 
-func newRedactor(secrets ...string) *redactor {
-	r := &redactor{}
+// NewRedactor redacts userinfo passwords and the given secrets.
+func NewRedactor(secrets ...string) *Redactor {
+	r := &Redactor{}
 	seen := map[string]bool{}
 	for _, s := range secrets {
 		for _, v := range []string{s, url.QueryEscape(s), url.PathEscape(s), url.UserPassword("u", s).String()[2:]} {
@@ -120,7 +123,7 @@ func newRedactor(secrets ...string) *redactor {
 }
 
 // String returns s with the secrets replaced by xxxxx.
-func (r *redactor) String(s string) string {
+func (r *Redactor) String(s string) string {
 	s = redactUserinfo(s)
 	for _, sec := range r.secrets {
 		s = strings.ReplaceAll(s, sec, Redacted)
@@ -130,7 +133,7 @@ func (r *redactor) String(s string) string {
 
 // Error returns err with a redacted message; errors.Is and errors.As still
 // see the original chain.
-func (r *redactor) Error(err error) error {
+func (r *Redactor) Error(err error) error {
 	if err == nil {
 		return nil
 	}
