@@ -362,6 +362,14 @@ func (c *conn) journal(m *wire.Message) {
 		c.sendError(m.Topic, tag, syscall.EPROTO, "invalid request: "+err.Error(), true)
 		return
 	}
+	// The backlog is taken at the position the request finds the
+	// instance in, before the stream counts as open (Streams): a test
+	// that waits for the stream and then moves the instance gets those
+	// items live, never folded into the backlog.
+	in := c.b.inst()
+	in.mu.Lock()
+	k := in.pos
+	in.mu.Unlock()
 	stop := make(chan struct{})
 	c.mu.Lock()
 	c.streams[tag] = stop
@@ -369,7 +377,7 @@ func (c *conn) journal(m *wire.Message) {
 	c.b.wg.Add(1)
 	go func() {
 		defer c.b.wg.Done()
-		c.stream(tag, req, stop)
+		c.stream(in, k, tag, req, stop)
 	}()
 }
 
@@ -385,13 +393,9 @@ func (req journalRequest) keep(name string) bool {
 	return true
 }
 
-// stream sends the backlog at the instance's current position, the
-// sentinel, then every item as it happens.
-func (c *conn) stream(tag uint32, req journalRequest, stop chan struct{}) {
-	in := c.b.inst()
-	in.mu.Lock()
-	k := in.pos
-	in.mu.Unlock()
+// stream sends the backlog at position k of in, the sentinel, then every
+// item from k on as it happens.
+func (c *conn) stream(in *Instance, k int, tag uint32, req journalRequest, stop chan struct{}) {
 	respond := func(payload []byte) bool {
 		m := wire.Message{Type: wire.Response, Flags: wire.FlagTopic | wire.FlagPayload | wire.FlagRoute | wire.FlagStreaming,
 			UserID: OwnerUserID, Rolemask: ownerRolemask, Aux2: tag, Topic: "job-manager.events-journal"}

@@ -392,6 +392,15 @@ func (c *Checkpoint) Forget(id uint64, tsubmit float64) {
 // Flush writes what changed since the last flush in one transaction, and
 // lets go of jobs that need no memory any more.
 func (c *Checkpoint) Flush() error {
+	// written is an entry as it went into the transaction. c.mu is let go
+	// during the commit: an entry replaced meanwhile (a new incarnation)
+	// or changed again is not the one written and must stay.
+	type written struct {
+		id      uint64
+		j       *ckJob
+		kept    int // keptGone markers written
+		release bool
+	}
 	c.mu.Lock()
 	puts := make([]core.KVPut, 0, len(c.dirty))
 	ids := make([]uint64, 0, len(c.dirty))
@@ -399,7 +408,8 @@ func (c *Checkpoint) Flush() error {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
-	var release, held []uint64
+	var done []written
+	var held []uint64
 	for _, id := range ids {
 		j := c.jobs[id]
 		if j == nil {
@@ -409,28 +419,24 @@ func (c *Checkpoint) Flush() error {
 			held = append(held, id) // wait for the earlier purge records
 			continue
 		}
+		w := written{id: id, j: j, kept: len(j.keptGone)}
 		for _, t := range j.keptGone {
 			puts = append(puts, core.KVPut{Key: goneKey(id, t), Value: entryHeader('X', t)})
 		}
 		switch {
 		case j.gone && c.keepGone:
 			puts = append(puts, core.KVPut{Key: jobKey(id), Value: entryHeader('X', j.tsubmit)})
-			if j.inflight == 0 {
-				release = append(release, id)
-			}
+			w.release = j.inflight == 0
 		case j.gone:
 			puts = append(puts, core.KVPut{Key: jobKey(id)})
-			if j.inflight == 0 {
-				release = append(release, id)
-			}
+			w.release = j.inflight == 0
 		case j.done:
 			puts = append(puts, core.KVPut{Key: jobKey(id), Value: entryHeader('D', j.tsubmit)})
-			if !j.purging {
-				release = append(release, id)
-			}
+			w.release = !j.purging
 		default:
 			puts = append(puts, core.KVPut{Key: jobKey(id), Value: encodeCheckpoint(j)})
 		}
+		done = append(done, w)
 	}
 	clear(c.dirty)
 	for _, id := range held {
@@ -440,23 +446,20 @@ func (c *Checkpoint) Flush() error {
 	if err := c.kv.Commit(puts); err != nil {
 		// Mark them dirty again: the next flush retries.
 		c.mu.Lock()
-		for _, id := range ids {
-			c.dirty[id] = struct{}{}
+		for _, w := range done {
+			c.dirty[w.id] = struct{}{}
 		}
 		c.mu.Unlock()
 		return fmt.Errorf("commit checkpoint: %w", err)
 	}
 	c.mu.Lock()
-	for _, id := range ids {
-		if j := c.jobs[id]; j != nil && len(j.earlier) == 0 {
-			j.keptGone = nil
+	for _, w := range done {
+		if c.jobs[w.id] != w.j {
+			continue // replaced while committing
 		}
-	}
-	for _, id := range release {
-		if j := c.jobs[id]; j != nil && j.inflight == 0 {
-			if _, again := c.dirty[id]; !again {
-				delete(c.jobs, id)
-			}
+		w.j.keptGone = w.j.keptGone[w.kept:]
+		if _, again := c.dirty[w.id]; w.release && !again && w.j.inflight == 0 && !w.j.purging && len(w.j.earlier) == 0 {
+			delete(c.jobs, w.id)
 		}
 	}
 	c.mu.Unlock()
