@@ -1,0 +1,258 @@
+package recpath
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+)
+
+// The scanner below reads JSON that an encoder wrote (Flux, or our own):
+// it checks structure as far as it walks, and reports malformed input
+// instead of guessing.
+
+// ErrSyntax is returned for malformed JSON.
+var ErrSyntax = errors.New("malformed JSON")
+
+func syntaxAt(i int) error { return fmt.Errorf("%w at byte %d", ErrSyntax, i) }
+
+// SkipWS returns the index of the first non-space byte at or after i.
+func SkipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// StringEnd returns the index just past the string starting at b[i]
+// (a '"'), and whether it holds escapes.
+func StringEnd(b []byte, i int) (int, bool, error) {
+	esc := false
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			esc = true
+			j++
+		case '"':
+			return j + 1, esc, nil
+		}
+	}
+	return 0, false, syntaxAt(i)
+}
+
+// SkipValue returns the index just past the value starting at b[i].
+func SkipValue(b []byte, i int) (int, error) {
+	i = SkipWS(b, i)
+	if i >= len(b) {
+		return 0, syntaxAt(i)
+	}
+	switch c := b[i]; c {
+	case '"':
+		end, _, err := StringEnd(b, i)
+		return end, err
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				end, _, err := StringEnd(b, j)
+				if err != nil {
+					return 0, err
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, nil
+				}
+			}
+		}
+		return 0, syntaxAt(i)
+	default:
+		j := i
+		for j < len(b) {
+			switch b[j] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				if j == i {
+					return 0, syntaxAt(i)
+				}
+				return j, nil
+			}
+			j++
+		}
+		if j == i {
+			return 0, syntaxAt(i)
+		}
+		return j, nil
+	}
+}
+
+// Unquote decodes a JSON string literal (quotes included).
+func Unquote(raw []byte, escaped bool) (string, error) {
+	if !escaped {
+		return string(raw[1 : len(raw)-1]), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendQuote appends s as a JSON string, escaping as encoding/json does
+// with SetEscapeHTML(false) (invalid UTF-8 becomes U+FFFD).
+func AppendQuote(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// EachMember calls fn for each member of the object at b[i] ('{'), with the
+// raw key (quotes included), whether it holds escapes, and the bounds of
+// the value. It returns the index just past the object.
+func EachMember(b []byte, i int, fn func(key []byte, escaped bool, vs, ve int) error) (int, error) {
+	i = SkipWS(b, i)
+	if i >= len(b) || b[i] != '{' {
+		return 0, syntaxAt(i)
+	}
+	i = SkipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return 0, syntaxAt(i)
+		}
+		ke, esc, err := StringEnd(b, i)
+		if err != nil {
+			return 0, err
+		}
+		key := b[i:ke]
+		i = SkipWS(b, ke)
+		if i >= len(b) || b[i] != ':' {
+			return 0, syntaxAt(i)
+		}
+		vs := SkipWS(b, i+1)
+		ve, err := SkipValue(b, vs)
+		if err != nil {
+			return 0, err
+		}
+		if err := fn(key, esc, vs, ve); err != nil {
+			return 0, err
+		}
+		i = SkipWS(b, ve)
+		if i >= len(b) {
+			return 0, syntaxAt(i)
+		}
+		switch b[i] {
+		case ',':
+			i = SkipWS(b, i+1)
+		case '}':
+			return i + 1, nil
+		default:
+			return 0, syntaxAt(i)
+		}
+	}
+}
+
+// EachElement calls fn for each element of the array at b[i] ('['), with its
+// index and bounds. It returns the index just past the array.
+func EachElement(b []byte, i int, fn func(idx, vs, ve int) error) (int, error) {
+	i = SkipWS(b, i)
+	if i >= len(b) || b[i] != '[' {
+		return 0, syntaxAt(i)
+	}
+	i = SkipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, nil
+	}
+	for n := 0; ; n++ {
+		ve, err := SkipValue(b, i)
+		if err != nil {
+			return 0, err
+		}
+		if err := fn(n, i, ve); err != nil {
+			return 0, err
+		}
+		i = SkipWS(b, ve)
+		if i >= len(b) {
+			return 0, syntaxAt(i)
+		}
+		switch b[i] {
+		case ',':
+			i = SkipWS(b, i+1)
+		case ']':
+			return i + 1, nil
+		default:
+			return 0, syntaxAt(i)
+		}
+	}
+}
+
+// Index is the key of array element i ("0", "1", ...), without
+// allocating for small indexes.
+func Index(i int) string {
+	if i < len(smallIndex) {
+		return smallIndex[i]
+	}
+	return fmt.Sprint(i)
+}
+
+var smallIndex = func() []string {
+	s := make([]string, 256)
+	for i := range s {
+		s[i] = fmt.Sprint(i)
+	}
+	return s
+}()
