@@ -1,0 +1,189 @@
+package jobdb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver, "sqlite"
+)
+
+// SchemaVersion is the schema this code writes (PRAGMA user_version).
+// A database of an older version is migrated on open; a newer one is
+// refused, so an old binary never writes a layout it does not know.
+const SchemaVersion = 1
+
+// migrations[i] takes the schema from version i to i+1, in one
+// transaction with the version bump.
+var migrations = []string{
+	// 0 -> 1: jobs, the node table, early purges.
+	`
+CREATE TABLE jobs (
+	pk           INTEGER PRIMARY KEY,
+	id           INTEGER NOT NULL,            -- job id (FLUID) as a signed 64-bit integer
+	t_submit     REAL    NOT NULL,            -- with id, the job's identity (ids are reused)
+	jobid        TEXT    NOT NULL,            -- f58
+	cluster      TEXT    NOT NULL DEFAULT '',
+	userid       INTEGER NOT NULL,
+	username     TEXT    NOT NULL DEFAULT '',
+	queue        TEXT    NOT NULL DEFAULT '',
+	bank         TEXT    NOT NULL DEFAULT '',
+	project      TEXT    NOT NULL DEFAULT '',
+	state        TEXT    NOT NULL DEFAULT '',
+	result       TEXT    NOT NULL DEFAULT '',
+	name         TEXT    NOT NULL DEFAULT '',
+	urgency      INTEGER,
+	priority     INTEGER,
+	ntasks       INTEGER,
+	nnodes       INTEGER,
+	ncores       INTEGER,
+	nodelist     TEXT    NOT NULL DEFAULT '',
+	ranks        TEXT    NOT NULL DEFAULT '',
+	t_run        REAL    NOT NULL DEFAULT 0,
+	t_inactive   REAL    NOT NULL DEFAULT 0,
+	ev_time      REAL    NOT NULL,            -- timestamp of the event of the snapshot
+	ev_name      TEXT    NOT NULL,
+	snapshot     TEXT    NOT NULL,            -- core.Job as JSON
+	jobspec      TEXT,                        -- latest jobspec seen (JSON)
+	R            TEXT,                        -- latest R seen (JSON)
+	eventlog     TEXT,                        -- every event seen, by time (JSON array)
+	purged       REAL,                        -- when Flux purged it (NULL: not purged)
+	purge_reason TEXT
+);
+CREATE UNIQUE INDEX jobs_ident    ON jobs(id, t_submit);
+CREATE INDEX jobs_inactive        ON jobs(t_inactive, id);
+CREATE INDEX jobs_user            ON jobs(userid, t_inactive, id);
+CREATE INDEX jobs_result          ON jobs(result, t_inactive, id);
+CREATE INDEX jobs_state           ON jobs(state, t_run);
+CREATE INDEX jobs_queue           ON jobs(queue, t_inactive, id);
+CREATE INDEX jobs_name            ON jobs(name, t_inactive, id);
+CREATE INDEX jobs_submit          ON jobs(t_submit);
+CREATE TABLE job_nodes (
+	host TEXT    NOT NULL,
+	job  INTEGER NOT NULL,                    -- jobs.pk
+	PRIMARY KEY (host, job)
+) WITHOUT ROWID;
+CREATE TABLE purges (                         -- purges that came before any event of their job
+	id       INTEGER NOT NULL,
+	t_submit REAL    NOT NULL,
+	time     REAL    NOT NULL,
+	reason   TEXT    NOT NULL,
+	PRIMARY KEY (id, t_submit)
+) WITHOUT ROWID;
+`,
+}
+
+// Options tune Open.
+type Options struct {
+	// ReadOnly opens for queries: no migration, no writes.
+	ReadOnly bool
+	// Synchronous is SQLite's synchronous pragma: "full" (default; a
+	// committed batch survives power loss) or "normal" (survives a crash
+	// of the process, a power loss can lose the last commits).
+	Synchronous string
+}
+
+// DB is an open job archive.
+type DB struct {
+	db   *sql.DB
+	path string
+}
+
+// ErrNewerSchema says the file was written by a newer fluxstream.
+var ErrNewerSchema = errors.New("job archive has a newer schema")
+
+// Open opens (and, unless read-only, creates and migrates) the archive at
+// path, in WAL mode.
+func Open(ctx context.Context, path string, opt Options) (*DB, error) {
+	sync := strings.ToUpper(opt.Synchronous)
+	if sync == "" {
+		sync = "FULL"
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+sync+")")
+	if opt.ReadOnly {
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		q.Add("_txlock", "immediate")
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	if !opt.ReadOnly {
+		db.SetMaxOpenConns(1) // one writer; batches are serial anyway
+	}
+	d := &DB{db: db, path: path}
+	if err := d.migrate(ctx, opt.ReadOnly); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close closes the database.
+func (d *DB) Close() error { return d.db.Close() }
+
+// SQL returns the underlying handle (for tests and tools).
+func (d *DB) SQL() *sql.DB { return d.db }
+
+// Version reads the schema version of the file.
+func (d *DB) Version(ctx context.Context) (int, error) {
+	var v int
+	err := d.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
+	return v, err
+}
+
+func (d *DB) migrate(ctx context.Context, readOnly bool) error {
+	v, err := d.Version(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.path, err)
+	}
+	if v > SchemaVersion {
+		return fmt.Errorf("%s: %w (version %d; this fluxstream knows up to %d)", d.path, ErrNewerSchema, v, SchemaVersion)
+	}
+	if v == SchemaVersion {
+		return nil
+	}
+	if readOnly {
+		if v == 0 {
+			return fmt.Errorf("%s: not a job archive (no schema); a jobdb sink creates it", d.path)
+		}
+		return fmt.Errorf("%s: job archive of schema version %d needs a migration to %d: run the jobdb sink once", d.path, v, SchemaVersion)
+	}
+	for ; v < SchemaVersion; v++ {
+		if err := d.step(ctx, v); err != nil {
+			return fmt.Errorf("%s: migrate schema %d -> %d: %w", d.path, v, v+1, err)
+		}
+	}
+	return nil
+}
+
+func (d *DB) step(ctx context.Context, from int) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	// Another process may have migrated meanwhile (the transaction is
+	// immediate: it holds the write lock now).
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return err
+	}
+	if v != from {
+		return tx.Commit()
+	}
+	if _, err := tx.ExecContext(ctx, migrations[from]); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", from+1)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
