@@ -108,7 +108,7 @@ func (s *avroScratch) fill(r *Record) {
 		s.rec.Eventlog = &s.log
 	}
 	if p := r.Purge; p != nil {
-		s.purge = avrorec.Purge{ID: int64(p.ID), Jobid: p.JobID, Reason: p.Reason, Time: optF64(&p.Time)}
+		s.purge = avrorec.Purge{ID: int64(p.ID), Jobid: p.JobID, Reason: p.Reason, Time: optF64(&p.Time), TSubmit: optF64(&p.TSubmit)}
 		s.rec.Purge = &s.purge
 	}
 	if v := r.Invalid; v != nil {
@@ -222,7 +222,7 @@ func fromAvro(a *avrorec.Record) *Record {
 		}
 	}
 	if p := a.Purge; p != nil {
-		r.Purge = &Purge{ID: uint64(p.ID), JobID: p.Jobid, Reason: p.Reason, Time: f64(p.Time)}
+		r.Purge = &Purge{ID: uint64(p.ID), JobID: p.Jobid, Reason: p.Reason, Time: f64(p.Time), TSubmit: f64(p.TSubmit)}
 	}
 	if v := a.Invalid; v != nil {
 		r.Invalid = &Invalid{Error: v.Error, Where: str(v.Where), Raw: str(v.Raw)}

@@ -44,6 +44,9 @@ type Purge struct {
 	// "missing-from-backlog" (the job left Flux while we were away).
 	Reason string  `json:"reason"`
 	Time   float64 `json:"time,omitempty"` // when it was learned (unix seconds)
+	// TSubmit is the purged job's submit time: with ID, its identity
+	// (Flux reuses ids after a restart without its KVS). 0 if unknown.
+	TSubmit float64 `json:"t_submit,omitempty"`
 }
 
 // Encoded is a record already turned into bytes by an encoder transform

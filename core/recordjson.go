@@ -50,6 +50,7 @@ func (r *Record) AppendJSON(b []byte) []byte {
 		b = append(b, `,"reason":`...)
 		b = appendString(b, p.Reason)
 		b = optFloat(b, "time", p.Time)
+		b = optFloat(b, "t_submit", p.TSubmit)
 		b = append(b, '}')
 	}
 	if v := r.Invalid; v != nil {

@@ -72,6 +72,9 @@ type boltKV struct {
 	bucket []byte
 }
 
+// String names the namespace for messages: "state.db bucket node:NAME".
+func (kv *boltKV) String() string { return kv.path + " bucket " + string(kv.bucket) }
+
 func (kv *boltKV) Get(key []byte) (_ []byte, err error) {
 	defer recoverDamage(kv.path, &err)
 	var out []byte

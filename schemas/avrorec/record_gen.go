@@ -109,6 +109,8 @@ type Purge struct {
 	// purge-event | missing-from-backlog.
 	Reason string   `avro:"reason"`
 	Time   *float64 `avro:"time"`
+	// Submit time of the purged job: with id, its identity (Flux reuses ids after a restart).
+	TSubmit *float64 `avro:"t_submit"`
 }
 
 // Invalid is a generated struct.
