@@ -182,7 +182,19 @@ type diskBuffer struct {
 	failed atomic.Pointer[error]
 }
 
-// errSpoolFailed wraps the fsync failure that ended a spool.
+// warnf logs a repeated problem at most once every 10 seconds.
+func (b *diskBuffer) warnf(msg string, args ...any) {
+	b.mu.Lock()
+	if time.Since(b.lastWarn) < 10*time.Second {
+		b.mu.Unlock()
+		return
+	}
+	b.lastWarn = time.Now()
+	b.mu.Unlock()
+	b.log.Warn(msg, args...)
+}
+
+// failure wraps the fsync failure that ended a spool.
 func (b *diskBuffer) failure() error {
 	if p := b.failed.Load(); p != nil {
 		return fmt.Errorf("spool failed, sink stopped; restart fluxstream once the disk is fixed (undelivered records stay spooled or come again from the source): %w", *p)
@@ -336,6 +348,12 @@ func (b *diskBuffer) syncOnce() {
 		return
 	}
 	upto, err := b.sp.Sync()
+	if err != nil && b.sp.Err() == nil {
+		// The spool is sound (the cursor could not be written, e.g. a full
+		// disk): nothing is released, the next tick tries again.
+		b.warnf("spool sync failed; retrying (nothing is released meanwhile)", "error", err)
+		return
+	}
 	if err != nil {
 		// Never retry and release: a second fsync can succeed although the
 		// kernel dropped the pages the first one failed on.
