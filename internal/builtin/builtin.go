@@ -9,7 +9,11 @@ import (
 	"github.com/fluxstream/fluxstream/sinks/stdout"
 	"github.com/fluxstream/fluxstream/sources/flux"
 	"github.com/fluxstream/fluxstream/sources/replay"
+	"github.com/fluxstream/fluxstream/transforms/anonymize"
 	"github.com/fluxstream/fluxstream/transforms/avro"
+	"github.com/fluxstream/fluxstream/transforms/filter"
+	"github.com/fluxstream/fluxstream/transforms/route"
+	"github.com/fluxstream/fluxstream/transforms/where"
 )
 
 // Registry returns a registry with every built-in component.
@@ -18,6 +22,10 @@ func Registry() *core.Registry {
 	flux.Register(r)
 	replay.Register(r)
 	avro.Register(r)
+	anonymize.Register(r)
+	filter.Register(r)
+	where.Register(r)
+	route.Register(r)
 	file.Register(r)
 	kafka.Register(r)
 	stdout.Register(r)
