@@ -218,11 +218,34 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	select {
 	case <-drained:
 	case <-time.After(p.opts.ShutdownTimeout):
-		p.log.Warn("shutdown timeout: sinks stopped before delivering everything; the rest stays spooled (disk buffers) or comes again from the source (memory buffers)", "timeout", p.opts.ShutdownTimeout)
 		cancelSinks()
 		<-drained
+		var waiting int64
+		for _, n := range p.g.Sinks() {
+			if r := p.rt[n].runner.Load(); r != nil {
+				recs, _ := r.buf.Pending()
+				waiting += recs
+			}
+		}
+		p.log.Warn("shutdown timeout: sinks stopped before delivering everything; the rest stays spooled (disk buffers) or comes again from the source (memory buffers)",
+			"timeout", p.opts.ShutdownTimeout, "undelivered", waiting)
+		if runErr == nil && waiting > 0 {
+			runErr = &UndeliveredError{Records: waiting, Timeout: p.opts.ShutdownTimeout}
+		}
 	}
 	return runErr
+}
+
+// UndeliveredError is what Run returns when the shutdown timeout stopped
+// the sinks with records still waiting: nothing is lost (they stay spooled
+// or come again from the source), but the run did not finish its work.
+type UndeliveredError struct {
+	Records int64
+	Timeout time.Duration
+}
+
+func (e *UndeliveredError) Error() string {
+	return fmt.Sprintf("shutdown timeout (%s): %d records wait undelivered; they stay in the spools (memory buffers: the source sends them again) and go out at the next start", e.Timeout, e.Records)
 }
 
 func (p *Pipeline) provision(ctx context.Context) error {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -167,10 +168,12 @@ sinks:
 	if stuck.PendingRecords != 5000 || stuck.PendingBytes == 0 {
 		t.Errorf("stuck sink pending = %d records, %d bytes; want 5000 on disk", stuck.PendingRecords, stuck.PendingBytes)
 	}
-	// Shut down while stuck: the spool keeps everything.
+	// Shut down while stuck: the spool keeps everything, and Run says how
+	// much waits.
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	var undelivered *core.UndeliveredError
+	if err := <-done; !errors.As(err, &undelivered) || undelivered.Records != 5000 {
+		t.Fatalf("run ended with %v, want 5000 undelivered", err)
 	}
 
 	// Next run: the sink works again and drains its spool, in order, before

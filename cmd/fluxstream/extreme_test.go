@@ -54,6 +54,13 @@ sinks:
 	}
 	p.Process.Signal(syscall.SIGTERM)
 	p.Wait()
+	// Stopped by the shutdown timeout with records spooled: exit 3.
+	if code := p.ProcessState.ExitCode(); code != 3 {
+		t.Fatalf("first run exited %d, want 3 (undelivered records wait):\n%s", code, log)
+	}
+	if !strings.Contains(log.String(), "records wait undelivered") {
+		t.Fatalf("no word of the waiting records:\n%s", log)
+	}
 	if _, err := os.Stat(out); err == nil {
 		t.Fatalf("%s exists after the first run", out)
 	}

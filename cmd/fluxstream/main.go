@@ -30,6 +30,9 @@ const (
 	exitOK     = 0
 	exitFail   = 1 // the pipeline failed
 	exitConfig = 2 // bad config or usage: nothing was started
+	// exitUndelivered: stopped by the shutdown timeout with records still
+	// spooled; nothing is lost, they go out at the next start.
+	exitUndelivered = 3
 )
 
 func main() {

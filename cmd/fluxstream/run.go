@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -106,6 +107,10 @@ With no config, run replays a recorded Flux journal shipped in the binary into
 			runErr := p.Run(ctx)
 			if demo && runErr == nil {
 				printDemoSummary(g, p, demoDir, time.Since(start))
+			}
+			var undelivered *core.UndeliveredError
+			if errors.As(runErr, &undelivered) {
+				return &exitError{exitUndelivered, runErr}
 			}
 			if runErr != nil {
 				return &exitError{exitFail, runErr}
