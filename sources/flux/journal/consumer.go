@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -475,17 +474,18 @@ func (c *Consumer) Purge(payload []byte, where string) []*core.Record {
 	return recs
 }
 
-// purgeRecord says the job (id, tsubmit) left Flux. Its id names the
-// incarnation, JOBID:purge:T_SUBMIT (JOBID:purge when the submit time is
-// not known), so that the purge of a job whose id was reused later stays
-// apart from the purge of the new one.
+// purgeRecord says the job (id, tsubmit) left Flux. It carries the
+// incarnation's submit time (purge.t_submit, 0 and left out when not
+// known) and its id names the incarnation, JOBID:purge:T_SUBMIT
+// (JOBID:purge), so that the purge of a job whose id was reused later
+// stays apart from the purge of the new one.
 func (c *Consumer) purgeRecord(id uint64, tsubmit float64, reason string) *core.Record {
 	return &core.Record{
 		Kind:    core.KindPurge,
 		ID:      PurgeID(id, tsubmit),
 		Cluster: c.opts.Cluster,
 		Source:  c.opts.Source,
-		Purge:   &core.Purge{ID: id, JobID: jobstate.F58(id), Reason: reason, Time: c.now()},
+		Purge:   &core.Purge{ID: id, JobID: jobstate.F58(id), Reason: reason, Time: c.now(), TSubmit: tsubmit},
 	}
 }
 
@@ -499,19 +499,6 @@ func PurgeID(id uint64, tsubmit float64) string {
 		b = strconv.AppendFloat(b, tsubmit, 'f', -1, 64)
 	}
 	return string(b)
-}
-
-// purgeTSubmit reads the incarnation back from a purge record's id.
-func purgeTSubmit(r *core.Record) float64 {
-	i := strings.LastIndexByte(r.ID, ':')
-	if i < 0 || r.ID[i+1:] == "purge" {
-		return 0
-	}
-	ts, err := strconv.ParseFloat(r.ID[i+1:], 64)
-	if err != nil {
-		return 0
-	}
-	return ts
 }
 
 // now is the wall clock, or for replays the newest event time seen, so a
@@ -546,7 +533,10 @@ func (c *Consumer) Taken(recs []*core.Record) {
 				c.ck.Forget(r.Job.ID, r.Job.TSubmit)
 			}
 		case core.KindPurge:
-			c.ck.Forget(r.Purge.ID, purgeTSubmit(r))
+			// Taken sees the very records this consumer built (the
+			// pipeline acknowledges the source's own batch), so the
+			// submit time is on the record; 0 when it was not known.
+			c.ck.Forget(r.Purge.ID, r.Purge.TSubmit)
 		}
 	}
 }

@@ -199,7 +199,8 @@ func TestMissingFromBacklog(t *testing.T) {
 				continue
 			}
 			want := fmt.Sprintf("%d:purge:%s", r.Purge.ID, strconv.FormatFloat(submits[r.Purge.ID], 'f', -1, 64))
-			if r.Purge.Reason != "missing-from-backlog" || r.ID != want || r.Key() != strconv.FormatUint(r.Purge.ID, 10) {
+			if r.Purge.Reason != "missing-from-backlog" || r.ID != want || r.Key() != strconv.FormatUint(r.Purge.ID, 10) ||
+				r.Purge.TSubmit != submits[r.Purge.ID] || submits[r.Purge.ID] == 0 {
 				t.Errorf("purge record %s %+v, want id %s", r.ID, r.Purge, want)
 			}
 			purged = append(purged, r.Purge.ID)
@@ -510,7 +511,7 @@ func TestReusedIDInBacklog(t *testing.T) {
 	for _, r := range recs {
 		switch r.Kind {
 		case core.KindPurge:
-			if r.Purge.Reason != "missing-from-backlog" || r.Purge.JobID != jobstate.F58(r.Purge.ID) {
+			if r.Purge.Reason != "missing-from-backlog" || r.Purge.JobID != jobstate.F58(r.Purge.ID) || r.Purge.TSubmit != ta[r.Purge.ID] {
 				t.Fatalf("purge %+v", r.Purge)
 			}
 		case core.KindEvent:
@@ -607,7 +608,7 @@ func TestReusedIDLive(t *testing.T) {
 				if r.Kind == core.KindPurge {
 					purges++
 					next := second[i+1]
-					if r.ID != PurgeID(r.Purge.ID, submits[r.Purge.ID]) || next.Job.ID != r.Purge.ID || next.Event.Name != "submit" || seenSubmit[r.Purge.ID] {
+					if r.ID != PurgeID(r.Purge.ID, submits[r.Purge.ID]) || r.Purge.TSubmit != submits[r.Purge.ID] || next.Job.ID != r.Purge.ID || next.Event.Name != "submit" || seenSubmit[r.Purge.ID] {
 						t.Fatalf("purge %s followed by %s", r.ID, next.ID)
 					}
 					continue
@@ -841,6 +842,56 @@ func TestOnChangeSendsUpdates(t *testing.T) {
 			if js.Attributes.System.Duration != want {
 				t.Errorf("%s: jobspec duration %v, want %v", r.ID, js.Attributes.System.Duration, want)
 			}
+		}
+	}
+}
+
+// Purge records carry the purged incarnation's submit time in
+// purge.t_submit (left out when not known), and their acknowledgement
+// forgets that incarnation by it.
+func TestPurgeRecordsCarryTSubmit(t *testing.T) {
+	kv := core.NewMemKV()
+	c := NewConsumer(Options{Logger: quiet()}, kv)
+	c.StartStream(true)
+	live := lines(t, "journal-scenario-live-full.jsonl")
+	c.Taken(feed(c, live))
+	if err := c.Checkpoint().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const early, unknown = 349066756096, 12345
+	submit := submitTimes(t, "journal-scenario-live-full.jsonl")[early]
+	recs := c.Purge([]byte(fmt.Sprintf(`{"jobs":[%d,%d]}`, early, unknown)), "event seq 1")
+	if len(recs) != 2 {
+		t.Fatalf("%d purge records", len(recs))
+	}
+	for i, want := range []struct {
+		id      string
+		tsubmit float64
+		json    string
+	}{
+		{PurgeID(early, submit), submit, `"t_submit":` + strconv.FormatFloat(submit, 'f', -1, 64) + `}`},
+		{"12345:purge", 0, `"reason":"purge-event","time":`},
+	} {
+		r := recs[i]
+		js, err := r.JSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ID != want.id || r.Purge.TSubmit != want.tsubmit || !strings.Contains(string(js), want.json) ||
+			want.tsubmit == 0 && strings.Contains(string(js), "t_submit") {
+			t.Errorf("purge record %s t_submit %v: %s; want id %s t_submit %v", r.ID, r.Purge.TSubmit, js, want.id, want.tsubmit)
+		}
+	}
+	if v, _ := kv.Get(jobKey(early)); v == nil {
+		t.Fatal("no entry before the purge was taken")
+	}
+	c.Taken(recs)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uint64{early, unknown} {
+		if v, _ := kv.Get(jobKey(id)); v != nil {
+			t.Errorf("job %d: entry %q left after its purge was taken", id, v)
 		}
 	}
 }
