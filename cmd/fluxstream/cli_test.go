@@ -211,12 +211,25 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(string(out), "level=INFO") {
+		t.Errorf("log lines in the middle of the demo's prose:\n%s", out)
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "fluxstream-demo", "records.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(string(b), "\n"); n != 381 {
 		t.Fatalf("demo wrote %d records", n)
+	}
+	// The hint's grep ends on a record that shows the job's state.
+	var last string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, `"jobid":"fCHcyt63"`) && strings.Contains(line, `"kind":"event"`) {
+			last = line
+		}
+	}
+	if !strings.Contains(string(out), `grep '"kind":"event"'`) || !strings.Contains(last, `"result":"TIMEOUT"`) {
+		t.Errorf("the demo's hint does not lead to the job's final state:\n%s\nlast: %s", out, last)
 	}
 	out, err = fluxstreamCmd(t, dir, "run").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Nothing new") {

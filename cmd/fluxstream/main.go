@@ -88,7 +88,8 @@ stdout. One YAML file describes the DAG (sources:, transforms:, sinks:).
 Delivery is at-least-once to every sink, with stable idempotency keys; each sink
 has its own disk spool, so a slow or down sink never stalls Flux or the others.
 
-Run with no config to see it work on a recorded journal shipped in the binary.`,
+Try it: "fluxstream run" with no config replays a journal recorded on a real
+Flux instance (shipped in the binary) into ./fluxstream-demo/.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,6 +20,7 @@ import (
 const demoConfig = `
 data_dir: %[1]s/state
 cluster: demo
+log: {level: warn} # the demo's own lines tell what happened
 sources:
   journal:
     type: replay
@@ -153,10 +155,21 @@ func printDemoSummary(g *globalFlags, p *core.Pipeline, dir string, took time.Du
 	} else {
 		fmt.Fprintf(out, "Replayed the recorded journal in %s: %d records (job events with the job's state\nat each event, and purge records) written to %s/records.jsonl.\n",
 			took.Round(time.Millisecond), sink.Out, dir)
-		fmt.Fprintf(out, "Look at one job:  grep '\"jobid\":\"fCHcyt63\"' %s/records.jsonl | tail -1\n", dir)
+		fmt.Fprintf(out, "Look at one job's last event:  grep '\"jobid\":\"fCHcyt63\"' %s/records.jsonl | grep '\"kind\":\"event\"' | tail -1\n", dir)
 		fmt.Fprintf(out, "Run again: nothing is sent twice (the checkpoint remembers what each sink took).\n")
 	}
+	self := selfCommand()
 	fmt.Fprintf(out, "\nTo stream a real Flux instance, run as its owner (user flux on a system instance):\n"+
-		"  fluxstream run --uri local:///run/flux/local       # every event to stdout\n"+
-		"  fluxstream run -c config.yaml                      # Kafka, files, ... (see config.example.yaml)\n")
+		"  %s run --uri local:///run/flux/local       # every event to stdout\n"+
+		"  %s run -c config.yaml                      # Kafka, files, ... (see config.example.yaml)\n", self, self)
+}
+
+// selfCommand is how the user can run fluxstream again: the binary's name,
+// or "go run ./cmd/fluxstream" when it runs from go run's temporary build.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err == nil && strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		return "go run ./cmd/fluxstream"
+	}
+	return "fluxstream"
 }

@@ -893,6 +893,16 @@ func (s *Spool) Close() error {
 		}
 		s.f = nil
 	}
+	if err == nil && s.acked == s.next && s.persisted == s.acked {
+		// Everything delivered and the cursor says so: leave no segment
+		// behind (the next Open starts a new one at the cursor). A removal
+		// lost to a crash only leaves entries below the cursor.
+		for _, seg := range s.segs {
+			s.fs.Remove(seg.path)
+		}
+		s.segs = nil
+		s.bytes = 0
+	}
 	return err
 }
 

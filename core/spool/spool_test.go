@@ -262,3 +262,30 @@ func mustOpenB(b *testing.B) *Spool {
 	}
 	return s
 }
+
+// A spool closed with everything delivered leaves no segment behind, and
+// the next one goes on numbering from the cursor.
+func TestCloseDeliveredLeavesNoSegment(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	if _, err := s.Append(entries(5, 0)...); err != nil {
+		t.Fatal(err)
+	}
+	s.Ack(5)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 0 {
+		t.Fatalf("segments left: %v", segs)
+	}
+	s = mustOpen(t, dir, Options{})
+	defer s.Close()
+	if s.Next() != 5 || s.Acked() != 5 || s.Len() != 0 {
+		t.Fatalf("reopened at next %d acked %d len %d", s.Next(), s.Acked(), s.Len())
+	}
+	first, err := s.Append(entries(1, 5)...)
+	if err != nil || first != 5 {
+		t.Fatalf("append after reopen: seq %d, %v", first, err)
+	}
+}

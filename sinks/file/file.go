@@ -306,7 +306,7 @@ func (s *Sink) open() error {
 	}
 	f, err := s.fs.OpenFile(s.cfg.Path, flags, 0o600)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+		return err // a *fs.PathError: it names the file
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -380,7 +380,7 @@ func (s *Sink) repairTail() error {
 	}
 	f, err := s.fs.OpenFile(s.cfg.Path, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+		return err // a *fs.PathError: it names the file
 	}
 	defer f.Close()
 	end := st.Size()
