@@ -141,6 +141,7 @@ func testKillPlugin(t *testing.T, im impl) {
 	// Kill the plugin with SIGKILL while it is in the middle of the 5th
 	// and the 20th request: the destination got the records, the answer
 	// never reaches fluxstream.
+	var mu sync.Mutex
 	var killed []int
 	h.hold = func(req int) <-chan struct{} {
 		if req != 5 && req != 20 {
@@ -151,7 +152,9 @@ func testKillPlugin(t *testing.T, im impl) {
 			t.Errorf("request %d: no plugin pid", req)
 			return nil
 		}
+		mu.Lock()
 		killed = append(killed, pid)
+		mu.Unlock()
 		syscall.Kill(pid, syscall.SIGKILL)
 		ch := make(chan struct{})
 		go func() {
@@ -166,6 +169,8 @@ func testKillPlugin(t *testing.T, im impl) {
 		t.Fatal(err)
 	}
 	checkAll(t, h, n)
+	mu.Lock()
+	defer mu.Unlock()
 	if len(killed) != 2 {
 		t.Fatalf("killed %d plugin processes, want 2", len(killed))
 	}

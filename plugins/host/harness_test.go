@@ -45,10 +45,10 @@ func goBuild(t testing.TB, dir, pkg, name string) string {
 	return out
 }
 
-// pythonCmd is the interpreter for the Python plugins: $FLUXSTREAM_PYTHON
+// pythonCmd is the interpreter for the Python plugins: $FXS_PYTHON
 // (.ci/run points it at a venv with the SDK's dependencies), else python3.
 func pythonCmd() string {
-	if p := os.Getenv("FLUXSTREAM_PYTHON"); p != "" {
+	if p := os.Getenv("FXS_PYTHON"); p != "" {
 		return p
 	}
 	return "python3"

@@ -45,7 +45,7 @@ func hostHelper(config string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cfg, err := core.LoadConfig(config, b, core.LoadOptions{})
+	cfg, err := core.LoadConfig(config, b, core.LoadOptions{Environ: []string{}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
