@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/logutil"
 	"github.com/fluxstream/fluxstream/sources/flux/jobstate"
 	"github.com/fluxstream/fluxstream/sources/flux/users"
 )
@@ -83,6 +84,10 @@ type Consumer struct {
 	opts Options
 	ck   *Checkpoint
 	jobs map[uint64]*job // active jobs
+	// lim passes one line per kind of repeated trouble every
+	// logutil.LogEvery (a full disk fails every checkpoint write, a
+	// failing store every lookup), with a count of those held back.
+	lim *logutil.Limiter
 
 	full      bool
 	inBacklog bool
@@ -121,6 +126,7 @@ func NewConsumer(opts Options, kv core.KV) *Consumer {
 		opts.FlushInterval = 50 * time.Millisecond
 	}
 	c := &Consumer{opts: opts, ck: NewCheckpoint(kv, opts.KeepGone), jobs: map[uint64]*job{},
+		lim:       logutil.NewLimiter(opts.Logger, logutil.LogEvery, opts.Now),
 		stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
 	go c.flushLoop()
 	return c
@@ -130,13 +136,20 @@ func (c *Consumer) flushLoop() {
 	defer close(c.flushDone)
 	t := time.NewTicker(c.opts.FlushInterval)
 	defer t.Stop()
+	failures := 0 // failed writes since the last good one
 	for {
 		select {
 		case <-c.stopFlush:
 			return
 		case <-t.C:
 			if err := c.ck.Flush(); err != nil {
-				c.opts.Logger.Error("checkpoint write failed; will retry", "error", err)
+				failures++
+				c.lim.Log(slog.LevelError, "checkpoint-write", "checkpoint write failed; will retry", "store", c.ck.store(), "error", err)
+				continue
+			}
+			if failures > 0 {
+				c.opts.Logger.Info("checkpoint written again", "store", c.ck.store(), "failed_writes", failures)
+				failures = 0
 			}
 		}
 	}
@@ -148,6 +161,7 @@ func (c *Consumer) Close() error {
 		close(c.stopFlush)
 		<-c.flushDone
 		c.closeErr = c.ck.Flush()
+		c.lim.Flush()
 	})
 	return c.closeErr
 }
@@ -179,7 +193,7 @@ func (c *Consumer) Response(payload []byte, where string) []*core.Record {
 	}
 	resp, err := jobstate.ParseResponse(payload)
 	if err != nil {
-		c.opts.Logger.Error("journal response does not decode; passed on as an invalid record", "where", where, "error", err)
+		c.lim.Log(slog.LevelError, "invalid-response", "journal response does not decode; passed on as an invalid record", "where", where, "error", err)
 		return []*core.Record{c.invalid(where, err, payload)}
 	}
 	if resp.IsSentinel() {
@@ -291,11 +305,11 @@ const maxNoSubmitLogs = 10
 func (c *Consumer) checkpointError(id uint64, err error) {
 	var damaged *DamagedError
 	if errors.As(err, &damaged) {
-		c.opts.Logger.Error("damaged checkpoint entry: the job is treated as unknown and its events are emitted again (duplicates at worst, with the same record ids); nothing to do unless this repeats for many jobs, then check the disk under data_dir",
+		c.lim.Log(slog.LevelError, "checkpoint-damaged", "damaged checkpoint entry: the job is treated as unknown and its events are emitted again (duplicates at worst, with the same record ids); nothing to do unless this repeats for many jobs, then check the disk under data_dir",
 			"store", c.ck.store(), "job", id, "jobid", jobstate.F58(id), "error", err)
 		return
 	}
-	c.opts.Logger.Error("checkpoint lookup failed; emitting the job's events (duplicates at worst)",
+	c.lim.Log(slog.LevelError, "checkpoint-lookup", "checkpoint lookup failed; emitting the job's events (duplicates at worst)",
 		"store", c.ck.store(), "job", id, "jobid", jobstate.F58(id), "error", err)
 }
 
@@ -312,14 +326,14 @@ func (c *Consumer) apply(j *job, resp jobstate.Response, where string) []*core.R
 	var recs []*core.Record
 	if len(resp.Jobspec) > 0 {
 		if err := j.state.SetJobspec(resp.Jobspec); err != nil {
-			c.opts.Logger.Warn("bad jobspec in journal", "where", where, "job", j.id, "error", err)
+			c.lim.Log(slog.LevelWarn, "bad-jobspec", "bad jobspec in journal", "where", where, "job", j.id, "error", err)
 		}
 		j.sentJobspec = false
 	}
 	rPending := len(resp.R) > 0
 	setR := func() {
 		if err := j.state.SetR(resp.R); err != nil {
-			c.opts.Logger.Warn("bad R in journal", "where", where, "job", j.id, "error", err)
+			c.lim.Log(slog.LevelWarn, "bad-R", "bad R in journal", "where", where, "job", j.id, "error", err)
 		}
 		j.sentR = false
 		rPending = false
@@ -339,7 +353,7 @@ func (c *Consumer) apply(j *job, resp jobstate.Response, where string) []*core.R
 		}
 		c.lastTS = max(c.lastTS, ev.Timestamp)
 		if err := j.state.Apply(ev); err != nil {
-			c.opts.Logger.Warn("journal event context does not decode; event kept, job state may lack it",
+			c.lim.Log(slog.LevelWarn, "event-context", "journal event context does not decode; event kept, job state may lack it",
 				"where", where, "job", j.id, "event", ev.Name, "index", i, "error", err)
 		}
 		// An update changed the raw object: on-change sends it again,
@@ -421,7 +435,7 @@ func (c *Consumer) endOfBacklog() []*core.Record {
 		}
 	})
 	if err != nil {
-		c.opts.Logger.Error("checkpoint scan failed; purged jobs are not detected this time", "error", err)
+		c.lim.Log(slog.LevelError, "checkpoint-scan", "checkpoint scan failed; purged jobs are not detected this time", "error", err)
 	}
 	for id := range c.jobs {
 		if _, ok := c.backlog[id]; !ok {
@@ -451,7 +465,7 @@ func (c *Consumer) Purge(payload []byte, where string) []*core.Record {
 			err = fmt.Errorf(`no "jobs" array`)
 		}
 		err = fmt.Errorf("job-purge-inactive event: %w", err)
-		c.opts.Logger.Error("purge event does not decode; passed on as an invalid record", "where", where, "error", err)
+		c.lim.Log(slog.LevelError, "invalid-purge", "purge event does not decode; passed on as an invalid record", "where", where, "error", err)
 		return []*core.Record{c.invalid(where, err, payload)}
 	}
 	recs := make([]*core.Record, 0, len(ev.Jobs))
