@@ -393,10 +393,16 @@ func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 // use it on topics written without transactions.
 func (c *Cluster) Records(t testing.TB, topic string) []*kgo.Record {
 	t.Helper()
+	return readTopic(t, func(opts ...kgo.Opt) *kgo.Client { return c.Client(t, opts...) }, topic)
+}
+
+// readTopic is Records for any cluster: client makes its clients.
+func readTopic(t testing.TB, client func(...kgo.Opt) *kgo.Client, topic string) []*kgo.Record {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	adm := kadm.NewClient(c.Client(t))
+	adm := kadm.NewClient(client())
 	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err == nil {
 		err = ends.Error()
@@ -416,7 +422,7 @@ func (c *Cluster) Records(t testing.TB, topic string) []*kgo.Record {
 		return nil
 	}
 
-	cl := c.Client(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}))
+	cl := client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}))
 	var recs []*kgo.Record
 	next := make(map[int32]int64) // per partition: offset after the last record seen
 	for done := false; !done; {

@@ -1,0 +1,141 @@
+package kafkatest_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fluxstream/fluxstream/internal/kafkatest"
+	"github.com/fluxstream/fluxstream/internal/kafkatest/apache"
+)
+
+// produceN produces n records keyed k<i%7> with value v<i> and waits.
+func produceN(t *testing.T, cl *kgo.Client, topic string, from, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var recs []*kgo.Record
+	for i := from; i < from+n; i++ {
+		recs = append(recs, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "k%d", i%7), Value: fmt.Appendf(nil, "v%d", i)})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// checkValues asserts recs hold v<0>..v<n-1> once each, in order per key.
+func checkValues(t *testing.T, recs []*kgo.Record, n int) {
+	t.Helper()
+	seen := map[string]bool{}
+	last := map[string]int{}
+	for _, r := range recs {
+		v := string(r.Value)
+		if seen[v] {
+			t.Errorf("%s twice", v)
+		}
+		seen[v] = true
+		var i int
+		fmt.Sscanf(v, "v%d", &i)
+		if p, ok := last[string(r.Key)]; ok && p > i {
+			t.Errorf("key %s: v%d after v%d", r.Key, i, p)
+		}
+		last[string(r.Key)] = i
+		if want := fmt.Sprintf("k%d", i%7); string(r.Key) != want {
+			t.Errorf("%s has key %s, want %s", v, r.Key, want)
+		}
+	}
+	for i := 0; i < n; i++ {
+		if !seen[fmt.Sprintf("v%d", i)] {
+			t.Errorf("v%d missing", i)
+		}
+	}
+	if len(recs) != n {
+		t.Errorf("%d records, want %d", len(recs), n)
+	}
+}
+
+func TestApacheShared(t *testing.T) {
+	a := kafkatest.SharedApache(t)
+	topic := kafkatest.TopicName(t)
+	a.CreateTopic(t, topic, 3, nil)
+	produceN(t, a.Client(t), topic, 0, 500)
+	checkValues(t, a.Records(t, topic), 500)
+
+	// A second join from this process reuses the membership.
+	b := kafkatest.SharedApache(t)
+	if b.Addrs()[0] != a.Addrs()[0] {
+		t.Fatalf("second SharedApache on %v, first on %v", b.Addrs(), a.Addrs())
+	}
+	dir, _ := kafkatest.SharedDir()
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
+		t.Fatalf("no shared state: %v", err)
+	}
+}
+
+func TestApacheThreeNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three JVMs")
+	}
+	a := kafkatest.StartApache(t, kafkatest.ApacheOptions{Nodes: 3, Topics: map[string]int{"events": 6}})
+	cl := a.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()))
+	produceN(t, cl, "events", 0, 300)
+
+	// Every partition is replicated to all three nodes.
+	md, err := a.Admin(t).Metadata(context.Background(), "events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(md.Brokers); n != 3 {
+		t.Fatalf("%d brokers, want 3", n)
+	}
+	for _, p := range md.Topics["events"].Partitions {
+		if len(p.Replicas) != 3 {
+			t.Fatalf("partition %d: replicas %v, want 3", p.Partition, p.Replicas)
+		}
+	}
+
+	// A node killed with SIGKILL by pid: the others take over; it comes
+	// back over its data.
+	pid := a.Cluster().Nodes()[1].Pid()
+	a.KillNode(1)
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Fatalf("node 2 (pid %d) still alive after KillNode", pid)
+	}
+	produceN(t, cl, "events", 300, 300)
+	a.StartNode(1)
+	produceN(t, cl, "events", 600, 100)
+	checkValues(t, a.Records(t, "events"), 700)
+
+	pids := a.Cluster().Pids()
+	a.Cluster().Stop(30 * time.Second)
+	for _, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("pid %d alive after Stop", pid)
+		}
+	}
+}
+
+func TestApacheLibCached(t *testing.T) {
+	kafkatest.NeedApache(t)
+	lib, err := apache.Lib()
+	if err != nil {
+		t.Fatal(err)
+	}
+	jar := filepath.Join(lib, "kafka_2.13-"+apache.Version+".jar")
+	if _, err := os.Stat(jar); err != nil {
+		t.Fatalf("broker jar missing from the cache: %v", err)
+	}
+	start := time.Now()
+	if _, err := apache.Lib(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("a warm Lib took %v", d)
+	}
+}
