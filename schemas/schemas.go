@@ -24,6 +24,10 @@ var RecordAVSC = avrorec.AVSC
 // RecordSchema is RecordAVSC parsed.
 var RecordSchema = avrorec.Schema
 
+// DryRunSchemaID stands for the registry's schema id in a dry-run, which
+// asks no registry. Sinks show it as "(registry id)".
+const DryRunSchemaID = -1
+
 // Encodings of core.Encoded.Format.
 const (
 	FormatConfluent    = "avro-confluent"     // 0x00, 4-byte big-endian schema id, Avro binary

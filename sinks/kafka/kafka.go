@@ -460,7 +460,10 @@ func (s *Sink) Message(r *core.Record) (*kgo.Record, error) {
 	add(HeaderCluster, r.Cluster)
 	add(HeaderContent, contentType)
 	if e := r.Encoded; e != nil {
-		if e.SchemaID != 0 {
+		switch {
+		case e.SchemaID == schemas.DryRunSchemaID:
+			add(HeaderSchemaID, "(registry id)")
+		case e.SchemaID != 0:
 			add(HeaderSchemaID, strconv.Itoa(e.SchemaID))
 		}
 		for _, k := range sortedKeys(e.Headers) {

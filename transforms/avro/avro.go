@@ -155,7 +155,13 @@ func (t *Transform) Provision(ctx context.Context, nc core.NodeContext) error {
 		t.log = slog.New(slog.DiscardHandler)
 	}
 	t.limit = logutil.NewLimiter(t.log, logutil.LogEvery, time.Now)
-	if t.cfg.Encoding != "confluent" || nc.DryRun {
+	if t.cfg.Encoding != "confluent" {
+		return nil
+	}
+	if nc.DryRun {
+		// No registry is asked in a dry-run; the records still show that
+		// a real run sends a schema id.
+		t.schemaID = schemas.DryRunSchemaID
 		return nil
 	}
 	cacheKey := []byte("schema-id/" + t.cfg.Registry.Subject + "/" + hex.EncodeToString(schemas.Fingerprint()))
