@@ -5,7 +5,9 @@ package builtin
 import (
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/sinks/file"
+	"github.com/fluxstream/fluxstream/sinks/jobdb"
 	"github.com/fluxstream/fluxstream/sinks/kafka"
+	"github.com/fluxstream/fluxstream/plugins/host"
 	"github.com/fluxstream/fluxstream/sinks/stdout"
 	"github.com/fluxstream/fluxstream/sources/flux"
 	"github.com/fluxstream/fluxstream/sources/replay"
@@ -27,7 +29,9 @@ func Registry() *core.Registry {
 	where.Register(r)
 	route.Register(r)
 	file.Register(r)
+	jobdb.Register(r)
 	kafka.Register(r)
 	stdout.Register(r)
+	host.Register(r)
 	return r
 }
