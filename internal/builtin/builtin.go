@@ -10,6 +10,7 @@ import (
 	"github.com/fluxstream/fluxstream/plugins/host"
 	"github.com/fluxstream/fluxstream/sinks/stdout"
 	"github.com/fluxstream/fluxstream/sources/flux"
+	kafkasource "github.com/fluxstream/fluxstream/sources/kafka"
 	"github.com/fluxstream/fluxstream/sources/replay"
 	"github.com/fluxstream/fluxstream/transforms/anonymize"
 	"github.com/fluxstream/fluxstream/transforms/avro"
@@ -23,6 +24,7 @@ func Registry() *core.Registry {
 	r := core.NewRegistry()
 	flux.Register(r)
 	replay.Register(r)
+	kafkasource.Register(r)
 	avro.Register(r)
 	anonymize.Register(r)
 	filter.Register(r)
