@@ -4,10 +4,10 @@ package builtin
 
 import (
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/plugins/host"
 	"github.com/fluxstream/fluxstream/sinks/file"
 	"github.com/fluxstream/fluxstream/sinks/jobdb"
 	"github.com/fluxstream/fluxstream/sinks/kafka"
-	"github.com/fluxstream/fluxstream/plugins/host"
 	"github.com/fluxstream/fluxstream/sinks/stdout"
 	"github.com/fluxstream/fluxstream/sources/flux"
 	kafkasource "github.com/fluxstream/fluxstream/sources/kafka"

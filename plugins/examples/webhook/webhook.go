@@ -178,6 +178,9 @@ func snippet(b []byte) string {
 
 // Health checks that the URL's host answers at all.
 func (s *Sink) Health(ctx context.Context) error {
+	if s.client == nil {
+		return errors.New("not configured")
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, s.cfg.URL, nil)
