@@ -466,6 +466,20 @@ func (c *Checkpoint) Flush() error {
 	return nil
 }
 
+// Settle marks a job done whose clean event was taken (in this process or
+// an earlier one) and that has nothing in flight. An inactive job met in a
+// backlog whose records all went out before, but whose entry is not done
+// (a record it never needed, like a synthetic annotations event, was lost
+// in a crash after its clean was taken), is then skipped whole next time.
+func (c *Checkpoint) Settle(id uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if j := c.jobs[id]; j != nil && j.final && !j.done && j.inflight == 0 && !j.gone && !j.goneKept {
+		j.done = true
+		c.dirty[id] = struct{}{}
+	}
+}
+
 // Release lets go of the in-memory entry of a job that has nothing in
 // flight (e.g. an inactive job from the backlog whose events were all
 // skipped), keeping memory flat on huge backlogs.
@@ -624,6 +638,9 @@ func decodeCheckpoint(v []byte, j *ckJob) error {
 		ts := math.Float64frombits(binary.BigEndian.Uint64(v[off:]))
 		off += 8
 		j.seen[eventKey{name, ts}] = true
+		if name == "clean" {
+			j.final = true // the job's last event was taken
+		}
 		if !version2 && name == "submit" {
 			j.tsubmit = ts // a version 1 entry: its submit event tells
 		}

@@ -6,12 +6,14 @@
 package journal
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -109,6 +111,14 @@ type job struct {
 	eventlog    []core.Event
 	sentJobspec bool // on-change: the current jobspec is on some record
 	sentR       bool
+	lastTS      float64 // the newest event's timestamp
+	// fromBacklog: read from this stream's backlog, and neither a live
+	// annotations or memo event nor job-list's annotations (Annotate)
+	// came since. Annotations are live-only, so such a job lacks them.
+	fromBacklog bool
+	// sentWithout: records of the job went out while fromBacklog, i.e.
+	// without the annotations job-list holds.
+	sentWithout bool
 }
 
 // NewConsumer returns a consumer whose checkpoint lives in kv.
@@ -175,6 +185,9 @@ func (c *Consumer) Checkpoint() *Checkpoint { return c.ck }
 func (c *Consumer) StartStream(full bool) {
 	c.full = full
 	c.inBacklog = true
+	for _, j := range c.jobs {
+		j.fromBacklog = false // only jobs read again in this backlog take job-list's
+	}
 	c.backlog = map[uint64]struct{}{}
 	c.responses = 0
 	c.noSubmit = 0
@@ -220,11 +233,12 @@ func (c *Consumer) backlogJob(id uint64, resp jobstate.Response, where string) [
 		c.ck.Release(id)
 		return recs
 	}
-	j := &job{id: id, tsubmit: tsubmit, state: jobstate.New(id)}
+	j := &job{id: id, tsubmit: tsubmit, state: jobstate.New(id), fromBacklog: true}
 	c.jobs[id] = j
 	recs = append(recs, c.apply(j, resp, where)...)
 	if c.isInactive(j) {
 		delete(c.jobs, id)
+		c.ck.Settle(id)
 		c.ck.Release(id)
 	}
 	return recs
@@ -250,6 +264,11 @@ func (c *Consumer) liveEvents(id uint64, resp jobstate.Response, where string) [
 		c.jobs[id] = j
 	}
 	recs = append(recs, c.apply(j, resp, where)...)
+	for _, ev := range resp.Events {
+		if ev.Name == "annotations" || ev.Name == "memo" {
+			j.fromBacklog = false // newer than what job-list will say, or the same
+		}
+	}
 	if c.isInactive(j) {
 		delete(c.jobs, id)
 	}
@@ -352,6 +371,7 @@ func (c *Consumer) apply(j *job, resp jobstate.Response, where string) []*core.R
 			setR()
 		}
 		c.lastTS = max(c.lastTS, ev.Timestamp)
+		j.lastTS = max(j.lastTS, ev.Timestamp)
 		if err := j.state.Apply(ev); err != nil {
 			c.lim.Log(slog.LevelWarn, "event-context", "journal event context does not decode; event kept, job state may lack it",
 				"where", where, "job", j.id, "event", ev.Name, "index", i, "error", err)
@@ -378,8 +398,81 @@ func (c *Consumer) apply(j *job, resp jobstate.Response, where string) []*core.R
 		}
 		c.ck.Emitted(j.id, key)
 		recs = append(recs, c.eventRecord(j, cev))
+		if j.fromBacklog {
+			j.sentWithout = true
+		}
 	}
 	return recs
+}
+
+// Annotate takes the annotations job-list holds for job id (the
+// "annotations" attribute of job-list.list, nil when it has none; the
+// flux source asks once after each backlog). Annotations events are
+// live-only, so a job read from a backlog lacks them (the scheduler's
+// resource_summary, t_estimate; volatile memos).
+//
+// Only a job read from this stream's backlog, still active, with no live
+// annotations or memo event since (those are as new as job-list's answer,
+// or newer) takes them, once per backlog: they replace its annotations as
+// an annotations event would (job-list's journal_annotations_event;
+// job-list merges memos into its annotations, so they are in the answer).
+// If records of the job went out without them (from this backlog, or live
+// since) and they changed the job, Annotate returns one record, a
+// synthetic annotations event dated now (when job-list answered), strictly
+// after the job's newest event, with context {"annotations": ...}, id
+// JOBID:annotations:T. It is not a Flux event: not in the job's eventlog,
+// and no backlog ever has it. A job whose backlog records all went out
+// before gets the annotations on its state only: its next record carries
+// them.
+//
+// The record goes through the checkpoint like an event. It never keeps a
+// job from becoming done: done needs the clean event taken and nothing in
+// flight; a record lost in a crash is not emitted again (the backlog does
+// not have it), and the job's entry still becomes done on a later backlog
+// (Settle). A later stream emits another one (a new T, a new record id)
+// only if its backlog emits records of the job again.
+func (c *Consumer) Annotate(id uint64, annotations json.RawMessage) []*core.Record {
+	j := c.jobs[id]
+	if j == nil || !j.fromBacklog || c.isInactive(j) {
+		return nil
+	}
+	j.fromBacklog = false
+	if annotations == nil {
+		annotations = json.RawMessage("null")
+	}
+	ctx, err := json.Marshal(map[string]json.RawMessage{"annotations": annotations})
+	if err != nil {
+		c.lim.Log(slog.LevelWarn, "job-list-annotations", "job-list annotations are not JSON; skipped", "job", id, "jobid", jobstate.F58(id), "error", err)
+		return nil
+	}
+	ts := float64(c.opts.Now().UnixMicro()) / 1e6
+	if ts <= j.lastTS {
+		ts = math.Nextafter(j.lastTS, math.Inf(1))
+	}
+	before := j.state.Snapshot()
+	if err := j.state.Apply(jobstate.Event{Timestamp: ts, Name: "annotations", Context: ctx}); err != nil {
+		c.lim.Log(slog.LevelWarn, "job-list-annotations", "job-list annotations do not apply; skipped", "job", id, "jobid", jobstate.F58(id), "error", err)
+		return nil
+	}
+	after := j.state.Snapshot()
+	if !j.sentWithout || bytes.Equal(before.Annotations, after.Annotations) && before.URI == after.URI {
+		return nil
+	}
+	key := eventKey{"annotations", ts}
+	for {
+		// A live annotations event at that very instant: the next one.
+		seen, err := c.ck.Seen(j.id, key)
+		if err != nil {
+			c.checkpointError(j.id, err)
+		}
+		if !seen {
+			break
+		}
+		key.ts = math.Nextafter(key.ts, math.Inf(1))
+	}
+	j.lastTS = key.ts
+	c.ck.Emitted(j.id, key)
+	return []*core.Record{c.eventRecord(j, core.Event{Timestamp: key.ts, Name: "annotations", Context: ctx})}
 }
 
 func (c *Consumer) eventRecord(j *job, ev core.Event) *core.Record {
