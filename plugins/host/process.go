@@ -117,8 +117,13 @@ func start(ctx context.Context, sp *spec) (_ *proc, err error) {
 		Stderr:           stderr,
 		SyncStderr:       stderr,
 		SyncStdout:       newLineLogger(sp.log, "stdout"),
-		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(sp.maxMsg), grpc.MaxCallSendMsgSize(sp.maxMsg))},
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sp.maxMsg), grpc.MaxCallSendMsgSize(sp.maxMsg)),
+			// Batches are big messages on a local socket: windows that
+			// take a whole batch at once, instead of 64KiB round trips.
+			grpc.WithInitialWindowSize(wire.WindowBytes), grpc.WithInitialConnWindowSize(wire.WindowBytes),
+			grpc.WithReadBufferSize(wire.BufferBytes), grpc.WithWriteBufferSize(wire.BufferBytes),
+		},
 	}
 	if sp.sha256 != "" {
 		sum, _ := hex.DecodeString(sp.sha256)

@@ -31,7 +31,9 @@ func ServeSink(impl Sink) {
 		HandshakeConfig: wire.Handshake(),
 		Plugins:         plugin.PluginSet{wire.PluginName: &wire.Plugin{Impl: &server{impl: impl}}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, grpc.MaxRecvMsgSize(wire.MaxMessageBytes), grpc.MaxSendMsgSize(wire.MaxMessageBytes))
+			opts = append(opts, grpc.MaxRecvMsgSize(wire.MaxMessageBytes), grpc.MaxSendMsgSize(wire.MaxMessageBytes),
+				grpc.InitialWindowSize(wire.WindowBytes), grpc.InitialConnWindowSize(wire.WindowBytes),
+				grpc.ReadBufferSize(wire.BufferBytes), grpc.WriteBufferSize(wire.BufferBytes))
 			return grpc.NewServer(opts...)
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: hclog.Warn, Output: os.Stderr, JSONFormat: true}),
@@ -106,10 +108,13 @@ func (s *server) Write(ctx context.Context, req *sinkv1.WriteRequest) (*sinkv1.W
 	return resp, nil
 }
 
+// statusOK is shared by every OK answer (it is only ever marshalled).
+var statusOK = &sinkv1.RecordStatus{Status: sinkv1.Status_STATUS_OK}
+
 func status(err error) *sinkv1.RecordStatus {
 	switch {
 	case err == nil:
-		return &sinkv1.RecordStatus{Status: sinkv1.Status_STATUS_OK}
+		return statusOK
 	case IsPermanent(err):
 		return &sinkv1.RecordStatus{Status: sinkv1.Status_STATUS_PERMANENT, Reason: err.Error()}
 	}

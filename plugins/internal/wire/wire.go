@@ -37,6 +37,13 @@ const EnvHostPID = "FLUXSTREAM_PLUGIN_HOST_PID"
 // host sends (it splits bigger batches) and the answer it takes.
 const MaxMessageBytes = 64 << 20
 
+// WindowBytes is the HTTP/2 flow-control window both sides start with:
+// a whole batch fits, so a Write is not a series of 64KiB round trips.
+const WindowBytes = 16 << 20
+
+// BufferBytes is the size of gRPC's read and write buffers.
+const BufferBytes = 1 << 20
+
 // Handshake is the go-plugin handshake config for the current version.
 func Handshake() plugin.HandshakeConfig {
 	return plugin.HandshakeConfig{
