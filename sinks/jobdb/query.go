@@ -166,11 +166,13 @@ func (d *DB) Query(ctx context.Context, f Filter) ([]Job, bool, error) {
 		st := names(f.States&g.states, stateNames)
 		switch {
 		case len(st) > 0 && g.states == StateInactive:
-			where = append(where, "j.state = 'INACTIVE'")
+			// Unary +: not through the state index (most rows are
+			// inactive), but along the ordered t_inactive scan.
+			where = append(where, "+j.state = 'INACTIVE'")
 		case len(st) > 0:
 			where = append(where, inList("j.state", st, &args))
 		case g.results && f.Results != 0:
-			where = append(where, "j.state = 'INACTIVE'", inList("j.result", names(f.Results, resultNames), &args))
+			where = append(where, "+j.state = 'INACTIVE'", inList("j.result", names(f.Results, resultNames), &args))
 		default:
 			continue
 		}

@@ -58,9 +58,6 @@ CREATE INDEX jobs_inactive        ON jobs(t_inactive, id);
 CREATE INDEX jobs_user            ON jobs(userid, t_inactive, id);
 CREATE INDEX jobs_result          ON jobs(result, t_inactive, id);
 CREATE INDEX jobs_state           ON jobs(state, t_run);
-CREATE INDEX jobs_queue           ON jobs(queue, t_inactive, id);
-CREATE INDEX jobs_name            ON jobs(name, t_inactive, id);
-CREATE INDEX jobs_submit          ON jobs(t_submit);
 CREATE TABLE job_nodes (
 	host TEXT    NOT NULL,
 	job  INTEGER NOT NULL,                    -- jobs.pk
@@ -104,6 +101,7 @@ func Open(ctx context.Context, path string, opt Options) (*DB, error) {
 	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "cache_size(-65536)") // 64 MiB: a batch of 1000 jobs touches many index pages
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous("+sync+")")
 	if opt.ReadOnly {

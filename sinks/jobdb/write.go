@@ -30,6 +30,7 @@ type pending struct {
 	evTime   float64 // of the stored or newest snapshot
 	hasSnap  bool    // a snapshot newer than the stored one is in job
 	job      *core.Job
+	snap     []byte // job as JSON
 	evName   string
 	cluster  string
 	jobspec  json.RawMessage // newer jobspec to store (nil: keep)
@@ -51,6 +52,7 @@ type writer struct {
 	sel, selEv, ins, upd, aux      *sql.Stmt
 	nodeIns, nodeDel, purgeSel     *sql.Stmt
 	purgeIns, purgeDel, latestByID *sql.Stmt
+	earlyPurges                    bool // the purges table is not empty
 }
 
 const snapCols = `jobid, cluster, userid, username, queue, bank, project, state, result, name,
@@ -85,6 +87,12 @@ func (d *DB) begin(ctx context.Context) (*writer, error) {
 			return nil, err
 		}
 	}
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM purges)").Scan(&n); err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	w.earlyPurges = n != 0
 	return w, nil
 }
 
@@ -215,9 +223,11 @@ func (w *writer) addEvent(ctx context.Context, p *pending, r *core.Record) error
 	t := r.Time()
 	newer := t >= p.evTime
 	if newer {
-		if _, err := json.Marshal(r.Job); err != nil {
+		snap, err := json.Marshal(r.Job)
+		if err != nil {
 			return fmt.Errorf("job %d: %w: %v", r.Job.ID, errUnencodable, err)
 		}
+		p.snap = snap
 		p.evTime, p.job, p.evName, p.cluster, p.hasSnap = t, r.Job, r.EventName(), r.Cluster, true
 	}
 	// The latest non-empty jobspec and R: records carry them only when
@@ -289,10 +299,7 @@ func rawOrNil(b json.RawMessage) any {
 
 func (w *writer) snapArgs(p *pending) ([]any, error) {
 	j := p.job
-	snap, err := json.Marshal(j)
-	if err != nil {
-		return nil, err
-	}
+	snap := p.snap
 	var prio any
 	if j.Priority != nil {
 		prio = *j.Priority
@@ -322,11 +329,12 @@ func (w *writer) store(ctx context.Context, p *pending) error {
 			// applied when the job's first snapshot comes.
 			if p.purged != nil {
 				_, err := w.purgeIns.ExecContext(ctx, int64(p.id), p.tsubmit, *p.purged, p.reason)
+				w.earlyPurges = true
 				return err
 			}
 			return nil
 		}
-		if purged == nil {
+		if purged == nil && w.earlyPurges {
 			var t float64
 			var why string
 			switch err := w.purgeSel.QueryRowContext(ctx, int64(p.id), p.tsubmit).Scan(&t, &why); {
@@ -388,10 +396,25 @@ func (w *writer) setNodes(ctx context.Context, pk int64, old, cur string) error 
 			}
 		}
 	}
-	for _, h := range newHosts {
-		if _, err := w.nodeIns.ExecContext(ctx, h, pk); err != nil {
+	for len(newHosts) > 0 {
+		n := min(len(newHosts), 64)
+		if n < 8 {
+			for _, h := range newHosts {
+				if _, err := w.nodeIns.ExecContext(ctx, h, pk); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		args := make([]any, 0, 2*n)
+		for _, h := range newHosts[:n] {
+			args = append(args, h, pk)
+		}
+		q := "INSERT OR IGNORE INTO job_nodes (host, job) VALUES (?, ?)" + strings.Repeat(", (?, ?)", n-1)
+		if _, err := w.tx.ExecContext(ctx, q, args...); err != nil {
 			return err
 		}
+		newHosts = newHosts[n:]
 	}
 	return nil
 }
