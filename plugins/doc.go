@@ -1,3 +1,4 @@
-// Package plugins will hold the gRPC sink plugin protocol, SDK and host
-// (next milestone); see README.md.
+// Package plugins holds fluxstream's sink plugins over gRPC: the versioned
+// protocol (proto), the Go SDK for authors (sdk), the Python SDK
+// (sdk/python), the `plugin` sink type (host) and examples. See README.md.
 package plugins
