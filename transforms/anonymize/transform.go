@@ -208,6 +208,9 @@ func (t *Transform) Process(_ context.Context, r *core.Record) ([]*core.Record, 
 		return nil, fmt.Errorf("anonymize: no key (the transform was not provisioned)")
 	}
 	c := r.Clone()
+	// An encoder's bytes were made from the original: they go (place
+	// encoders after anonymize).
+	c.Encoded = nil
 	for _, s := range t.strs {
 		if p := s.field(c); p != nil && *p != "" {
 			*p = t.apply(s.r, s.memo, *p)
@@ -286,8 +289,12 @@ func (t *Transform) raw(src json.RawMessage, part int, name string) (json.RawMes
 	} else {
 		start = t.roots[part]
 	}
-	if start.idle() && !(part == partContext && name == "jobspec-update" && !t.js.idle()) {
+	jsUpdate := part == partContext && name == "jobspec-update"
+	if start.idle() && !(jsUpdate && !t.js.idle()) {
 		return src, nil
+	}
+	if start.match < 0 && !jsUpdate && !t.set.Mentions(start.st, src) {
+		return src, nil // no rule reaches into it
 	}
 	s := slot(src)
 	if e := t.cache[s].Load(); e != nil && e.part == part && e.name == name && len(e.src) == len(src) &&

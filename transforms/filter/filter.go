@@ -77,7 +77,7 @@ func (c *Config) Validate() error {
 
 func requiredHint(path string) string {
 	switch path {
-	case "kind", "id", "event.name", "event.timestamp", "job.id", "job.jobid",
+	case "event", "job", "kind", "id", "event.name", "event.timestamp", "job.id", "job.jobid",
 		"purge.id", "purge.jobid", "purge.reason", "invalid.error":
 		return "; sinks key records by it"
 	}
@@ -103,6 +103,7 @@ type Transform struct {
 	clears   []func(*core.Record)
 	raws     []rawPlan
 	eventlog *recpath.Start // nil: the eventlog is left as it is
+	cache    recpath.Cache
 	warnings []*core.ConfigError
 	log      *slog.Logger
 }
@@ -232,20 +233,18 @@ func (t *Transform) clear(path string) {
 // Process returns a filtered copy of r.
 func (t *Transform) Process(_ context.Context, r *core.Record) ([]*core.Record, error) {
 	c := r.Clone()
+	c.Encoded = nil // made from the unfiltered record: place encoders after filter
 	for _, fn := range t.clears {
 		fn(c)
 	}
-	for _, rp := range t.raws {
+	for i, rp := range t.raws {
 		slot := rp.field(c)
 		if slot == nil || len(*slot) == 0 {
 			continue
 		}
-		out, kept, err := t.pruner.Prune(make([]byte, 0, len(*slot)), *slot, rp.start)
+		out, err := t.prune(*slot, rp.start, i, "")
 		if err != nil {
 			return nil, fmt.Errorf("filter %s of %s: %w", rp.path, r.ID, err)
-		}
-		if !kept {
-			out = nil
 		}
 		*slot = out
 	}
@@ -263,15 +262,33 @@ func (t *Transform) Process(_ context.Context, r *core.Record) ([]*core.Record, 
 			if st.Untouched() || len(e.Context) == 0 {
 				continue
 			}
-			out, kept, err := t.pruner.Prune(make([]byte, 0, len(e.Context)), e.Context, st)
+			out, err := t.prune(e.Context, st, -1, recpath.Index(i))
 			if err != nil {
 				return nil, fmt.Errorf("filter eventlog.%d.context of %s: %w", i, r.ID, err)
-			}
-			if !kept {
-				out = nil
 			}
 			e.Context = out
 		}
 	}
 	return []*core.Record{c}, nil
+}
+
+// prune prunes src, or returns what it made of these very bytes before
+// (tag and name tell the places apart: an eventlog index can change what
+// applies).
+func (t *Transform) prune(src []byte, st recpath.Start, tag int, name string) ([]byte, error) {
+	if out, kept, ok := t.cache.Get(src, tag, name); ok {
+		if !kept {
+			return nil, nil
+		}
+		return out, nil
+	}
+	out, kept, err := t.pruner.Prune(make([]byte, 0, len(src)), src, st)
+	if err != nil {
+		return nil, err
+	}
+	if !kept {
+		out = nil
+	}
+	t.cache.Put(src, out, tag, name, kept)
+	return out, nil
 }

@@ -18,6 +18,10 @@ type Node struct {
 	Kind Kind
 	// Required: the Avro form has no null for it while its parent is
 	// there, so it cannot be removed on its own.
+	//
+	// The filter treats event and job as required too: sinks key and
+	// order records by the job id (Kafka key, Elasticsearch _id) and the
+	// event name and time; records without them (purges) keep lacking them.
 	Required bool
 	Children []*Node
 }
@@ -41,8 +45,8 @@ func event(name string) *Node {
 // Record is the contract's tree.
 var Record = obj("",
 	req("kind"), req("id"), leaf("cluster"), leaf("source"),
-	event("event"),
-	obj("job",
+	func() *Node { e := event("event"); e.Required = true; return e }(),
+	&Node{Name: "job", Kind: Object, Required: true, Children: []*Node{
 		req("id"), req("jobid"), req("userid"), leaf("username"), req("urgency"), leaf("priority"),
 		leaf("state"), leaf("result"), leaf("status"),
 		leaf("name"), leaf("cwd"), leaf("queue"), leaf("project"), leaf("bank"),
@@ -58,7 +62,7 @@ var Record = obj("",
 			leaf("ncores"), leaf("ngpus"), leaf("ntasks"), leaf("exclusive"), leaf("duration"))),
 		obj("allocated", req("nnodes"), req("ncores"), req("ngpus"), leaf("ranks"), leaf("nodelist"),
 			leaf("starttime"), leaf("expiration")),
-	),
+	}},
 	raw("jobspec"), raw("R"),
 	&Node{Name: "eventlog", Kind: Array, Children: []*Node{func() *Node { e := event("*"); e.Required = true; return e }()}},
 	obj("purge", req("id"), req("jobid"), req("reason"), leaf("time")),
@@ -84,6 +88,9 @@ func (n *Node) Lookup(path string) *Node {
 		}
 		seg, rest, _ := strings.Cut(path, ".")
 		if n.Kind == Array {
+			if !isIndexGlob(seg) {
+				return nil
+			}
 			seg = "*"
 		}
 		if n = n.Child(seg); n == nil {

@@ -14,8 +14,10 @@
 package recpath
 
 import (
+	"bytes"
 	"fmt"
 	"math/bits"
+	"strconv"
 	"strings"
 )
 
@@ -103,6 +105,7 @@ type Set struct {
 	pat      []int    // position -> pattern index
 	last     []bool   // position is the pattern's last segment
 	rank     []int    // pattern index -> precedence (lower wins)
+	quoted   [][]byte // position -> the segment as a JSON string, nil for a glob
 	start    State
 }
 
@@ -120,6 +123,11 @@ func Compile(pats []Pattern) (*Set, error) {
 			s.seg = append(s.seg, seg)
 			s.pat = append(s.pat, pi)
 			s.last = append(s.last, i == len(p.Segs)-1)
+			var q []byte
+			if !strings.Contains(seg, "*") {
+				q = []byte(strconv.Quote(seg))
+			}
+			s.quoted = append(s.quoted, q)
 		}
 	}
 	s.rank = make([]int, len(pats))
@@ -202,3 +210,21 @@ func (s *Set) StepPath(st State, key string) (State, int) {
 
 // Rank is the precedence of pattern i (lower wins).
 func (s *Set) Rank(i int) int { return s.rank[i] }
+
+// Mentions reports whether raw JSON src may hold a key that moves st on:
+// false when every pattern alive at st goes on with a literal key that
+// src does not hold as a string. It lets a walk skip JSON no rule can
+// reach into (event contexts without a userid, say).
+func (s *Set) Mentions(st State, src []byte) bool {
+	for w, word := range st {
+		for word != 0 {
+			b := bits.TrailingZeros64(word)
+			word &= word - 1
+			q := s.quoted[w<<6|b]
+			if q == nil || bytes.Contains(src, q) {
+				return true
+			}
+		}
+	}
+	return false
+}

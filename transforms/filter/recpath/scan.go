@@ -1,6 +1,7 @@
 package recpath
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,14 +34,18 @@ func SkipWS(b []byte, i int) int {
 // (a '"'), and whether it holds escapes.
 func StringEnd(b []byte, i int) (int, bool, error) {
 	esc := false
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			esc = true
-			j++
-		case '"':
-			return j + 1, esc, nil
+	for j := i + 1; j < len(b); {
+		q := bytes.IndexByte(b[j:], '"')
+		if q < 0 {
+			break
 		}
+		if bs := bytes.IndexByte(b[j:j+q], '\\'); bs >= 0 {
+			// An escape before the quote: step over it and look again.
+			esc = true
+			j += bs + 2
+			continue
+		}
+		return j + q + 1, esc, nil
 	}
 	return 0, false, syntaxAt(i)
 }

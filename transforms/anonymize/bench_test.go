@@ -1,0 +1,75 @@
+package anonymize
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/fluxstream/fluxstream/core"
+)
+
+const bulk = "../../testdata/flux/journal-bulk2000-live.jsonl.gz"
+
+// The default profile on the bulk run, raw jobspec (and R) on every record.
+func BenchmarkAnonymize(b *testing.B) {
+	for _, inc := range []struct{ name, yaml string }{
+		{"jobspec+R", "include: {jobspec: always, R: always}\n"},
+		{"jobspec+R+eventlog", includeAll},
+	} {
+		b.Run(inc.name, func(b *testing.B) {
+			recs := records(b, bulk, inc.yaml)
+			tr := newTransform(b, "")
+			perCPU(b, func() {
+				for i := 0; i < b.N; i++ {
+					if _, err := tr.Process(context.Background(), recs[i%len(recs)]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// End to end: replay (the bulk journal, jobspec and R on every record) ->
+// anonymize -> avro -> file sink (Avro container file, fsync per batch),
+// through the real runtime and disk spool.
+func BenchmarkEndToEnd(b *testing.B) {
+	dir := b.TempDir()
+	key := filepath.Join(dir, "anon.key")
+	os.WriteFile(key, []byte(testKey), 0o600)
+	var recs int64
+	b.ResetTimer()
+	start := cpuTime()
+	t0 := time.Now()
+	for i := 0; i < b.N; i++ {
+		data := filepath.Join(dir, "run", string(rune('a'+i%26)), time.Now().Format("150405.000000000"))
+		cfg := `data_dir: ` + data + `
+sources:
+  journal: {type: replay, path: ` + bulk + `, user_lookup: none, include: {jobspec: always, R: always}}
+transforms:
+  anon: {type: anonymize, inputs: [journal], key_file: ` + key + `}
+  avro: {type: avro, inputs: [anon], encoding: single-object}
+sinks:
+  out: {type: file, inputs: [avro], path: ` + data + `/out.avro, format: avro}
+`
+		loaded, err := core.LoadConfig("e2e.yaml", []byte(cfg), core.LoadOptions{Environ: []string{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		g, err := core.Build(loaded, builtinRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		p := core.NewPipeline(g, core.RunOptions{Logger: slog.New(slog.DiscardHandler)})
+		if err := p.Run(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		recs += 22000
+	}
+	wall, cpu := time.Since(t0), cpuTime()-start
+	b.ReportMetric(float64(recs)/wall.Seconds(), "records/s")
+	b.ReportMetric(float64(recs)/cpu.Seconds(), "records/cpu-s")
+}

@@ -1,0 +1,223 @@
+package filter_test
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/schemas"
+	"github.com/fluxstream/fluxstream/sources/replay"
+	"github.com/fluxstream/fluxstream/transforms/filter"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+type collector struct {
+	mu   sync.Mutex
+	recs []*core.Record
+}
+
+func (c *collector) Emit(_ context.Context, recs []*core.Record, ack func()) error {
+	c.mu.Lock()
+	c.recs = append(c.recs, recs...)
+	c.mu.Unlock()
+	ack()
+	return nil
+}
+
+func records(t testing.TB, path string) []*core.Record {
+	t.Helper()
+	nc, _ := core.ParseNodeConfig(core.KindSource, "src", []byte("path: "+path+"\nuser_lookup: none\ncluster: test\ninclude: {jobspec: always, R: always, eventlog: always}\n"))
+	src, err := replay.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.(core.Provisioner).Provision(context.Background(), core.NodeContext{Name: "src", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	defer src.(io.Closer).Close()
+	c := &collector{}
+	if err := src.Run(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return c.recs
+}
+
+func newFilter(t testing.TB, yaml string) *filter.Transform {
+	t.Helper()
+	nc, err := core.ParseNodeConfig(core.KindTransform, "trim", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := filter.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.(*filter.Transform)
+}
+
+func process(t testing.TB, tr core.Transform, r *core.Record) *core.Record {
+	t.Helper()
+	out, err := tr.Process(context.Background(), r)
+	if err != nil || len(out) != 1 {
+		t.Fatalf("%s: %v", r.ID, err)
+	}
+	return out[0]
+}
+
+var rec = &core.Record{Kind: core.KindEvent, ID: "1:submit:2", Cluster: "c", Source: "s",
+	Event:    &core.Event{Name: "submit", Timestamp: 2, Context: []byte(`{"userid":6001,"urgency":16}`)},
+	Job:      &core.Job{ID: 1, JobID: "f1", UserID: 6001, Urgency: 16, State: "NEW", TSubmit: 2, Name: "x", Cwd: "/home/a", Queue: "batch", Annotations: []byte(`{"user":{"n":1},"sched":{"s":"r"}}`)},
+	Jobspec:  []byte(`{"resources":[{"type":"slot"}],"tasks":[{"command":["hostname"],"slot":"task"},{"command":["b"],"slot":"t2"}],"attributes":{"system":{"cwd":"/home/a","shell":{"options":{"a":1}}}}}`),
+	R:        []byte(`{"version":1,"execution":{"R_lite":[],"properties":{"x":"0"},"nodelist":["vm"]}}`),
+	Eventlog: []core.Event{{Name: "submit", Timestamp: 2, Context: []byte(`{"userid":6001,"urgency":16}`)}}}
+
+// Hand-written expectations.
+func TestFilterCases(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"exclude: [jobspec.attributes.system.shell, job.t_*, R.execution.properties, event.context.*, job.annotations.user]\n",
+			`{"kind":"event","id":"1:submit:2","cluster":"c","source":"s","event":{"timestamp":2,"name":"submit","context":{}},"job":{"id":1,"jobid":"f1","userid":6001,"urgency":16,"state":"NEW","name":"x","cwd":"/home/a","queue":"batch","exception":{"occurred":false},"dependencies":[],"annotations":{"sched":{"s":"r"}}},"jobspec":{"resources":[{"type":"slot"}],"tasks":[{"command":["hostname"],"slot":"task"},{"command":["b"],"slot":"t2"}],"attributes":{"system":{"cwd":"/home/a"}}},"R":{"version":1,"execution":{"R_lite":[],"nodelist":["vm"]}},"eventlog":[{"timestamp":2,"name":"submit","context":{"userid":6001,"urgency":16}}]}`},
+		// include: only the matches, plus what a record cannot lack;
+		// userid and urgency become "not known".
+		{"include: [job.state, jobspec.tasks.*.command, eventlog.*.context.userid]\n",
+			`{"kind":"event","id":"1:submit:2","event":{"timestamp":2,"name":"submit"},"job":{"id":1,"jobid":"f1","userid":4294967295,"urgency":-1,"state":"NEW","exception":{"occurred":false},"dependencies":[],"annotations":{}},"jobspec":{"tasks":[{"command":["hostname"]},{"command":["b"]}]},"eventlog":[{"timestamp":2,"name":"submit","context":{"userid":6001}}]}`},
+		// include then exclude; a wildcard over required fields keeps them.
+		{"include: [job]\nexclude: [job.*]\n",
+			`{"kind":"event","id":"1:submit:2","event":{"timestamp":2,"name":"submit"},"job":{"id":1,"jobid":"f1","userid":4294967295,"urgency":-1,"exception":{"occurred":false},"dependencies":[],"annotations":{}}}`},
+		{"exclude: [jobspec, R, eventlog, job.annotations, cluster]\n",
+			`{"kind":"event","id":"1:submit:2","source":"s","event":{"timestamp":2,"name":"submit","context":{"userid":6001,"urgency":16}},"job":{"id":1,"jobid":"f1","userid":6001,"urgency":16,"state":"NEW","name":"x","cwd":"/home/a","queue":"batch","exception":{"occurred":false},"t_submit":2,"dependencies":[],"annotations":{}}}`},
+		{"exclude: [jobspec.tasks.1, jobspec.resources.*.type]\n", ""},
+	} {
+		before, _ := rec.MarshalJSON()
+		out := process(t, newFilter(t, c.yaml), rec)
+		got, _ := out.JSON()
+		if c.want == "" {
+			if !strings.Contains(string(got), `"jobspec":{"resources":[{}],"tasks":[{"command":["hostname"],"slot":"task"}],`) {
+				t.Errorf("%s: %s", c.yaml, got)
+			}
+		} else if string(got) != c.want {
+			t.Errorf("%s\n got %s\nwant %s", c.yaml, got, c.want)
+		}
+		if now, _ := rec.MarshalJSON(); !bytes.Equal(now, before) {
+			t.Fatalf("%s: the input changed", c.yaml)
+		}
+		// The Avro form stays valid and says the same.
+		b, err := schemas.AppendSingleObject(nil, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, _, err := schemas.Decode(schemas.FormatSingleObject, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bj, _ := back.MarshalJSON(); !bytes.Equal(bj, got) {
+			t.Fatalf("Avro round trip:\n%s\n%s", bj, got)
+		}
+	}
+}
+
+func TestConfigErrorsAndWarnings(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"exclude: [job.id]\n", "transforms.trim.exclude: job.id cannot be removed: the record contract requires it (Avro has no null for it); sinks key records by it"},
+		{"exclude: [job]\n", "transforms.trim.exclude: job cannot be removed: the record contract requires it (Avro has no null for it); sinks key records by it"},
+		{"exclude: [job.requested.ncores]\n", "job.requested.ncores cannot be removed: the record contract requires it (Avro has no null for it); remove job.requested as a whole"},
+		{"exclude: [job..name]\n", "transforms.trim.exclude: path \"job..name\": empty segment 2"},
+		{"include: []\n", "transforms.trim: give include: (paths to keep) or exclude: (paths to remove), or both"},
+		{"exclude: [job.name]\nincldue: [x]\n", `transforms.trim.incldue: unknown key (did you mean "include"?)`},
+	} {
+		nc, err := core.ParseNodeConfig(core.KindTransform, "trim", []byte(c.yaml))
+		if err == nil {
+			_, err = filter.New(nc)
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: err = %v, want %q", c.yaml, err, c.want)
+		}
+	}
+	tr := newFilter(t, "include: [job.usrname, jobspec.anything.goes, job.name.first]\nexclude: [event.context.x, eventlog.x]\n")
+	var got []string
+	for _, w := range tr.Warnings() {
+		got = append(got, w.Error())
+	}
+	want := []string{
+		"trim.yaml:1: transforms.trim.include: warning: job.usrname can never match: it is not a field of the record (schemas/record.md)",
+		"trim.yaml:1: transforms.trim.include: warning: job.name.first can never match: it is not a field of the record (schemas/record.md)",
+		"trim.yaml:2: transforms.trim.exclude: warning: eventlog.x can never match: it is not a field of the record (schemas/record.md)",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("warnings:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// Every fixture record, filtered by several configs, encodes to Avro and
+// back to the same JSON form; golden file for the scenario.
+func TestFixturesGolden(t *testing.T) {
+	configs := []string{
+		"include: [event, job.state, job.result, job.queue, job.t_*, job.allocated, jobspec.attributes.system]\nexclude: [jobspec.attributes.system.shell, event.context.note]\n",
+		"exclude: [jobspec, R, eventlog.*.context, job.annotations, job.requested, job.exception]\n",
+		"include: [job.*]\n",
+	}
+	recs := records(t, "../../testdata/flux/journal-scenario-live-full.jsonl")
+	var buf bytes.Buffer
+	for ci, c := range configs {
+		tr := newFilter(t, c)
+		for i, r := range recs {
+			out := process(t, tr, r)
+			js, _ := out.JSON()
+			b, err := schemas.AppendSingleObject(nil, out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, _, err := schemas.Decode(schemas.FormatSingleObject, b)
+			if err != nil {
+				t.Fatalf("%s: %v", r.ID, err)
+			}
+			if bj, _ := back.MarshalJSON(); !bytes.Equal(bj, js) {
+				t.Fatalf("config %d, %s: Avro round trip:\n%s\n%s", ci, r.ID, bj, js)
+			}
+			if i%40 == 0 {
+				r2 := out.Clone()
+				r2.Eventlog = nil
+				js, _ := r2.JSON()
+				buf.Write(js)
+				buf.WriteByte('\n')
+			}
+		}
+	}
+	golden := filepath.Join("testdata", "scenario.golden.jsonl")
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		os.WriteFile(golden, buf.Bytes(), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (go test -update)", err)
+	}
+	if !bytes.Equal(want, buf.Bytes()) {
+		t.Fatalf("differs from %s (go test -update to accept):\n%s", golden, buf.String())
+	}
+}
+
+func BenchmarkFilter(b *testing.B) {
+	recs := records(b, "../../testdata/flux/journal-bulk2000-live.jsonl.gz")
+	for _, c := range []struct{ name, yaml string }{
+		{"exclude", "exclude: [jobspec.attributes.system.shell, R.execution.properties, job.annotations, eventlog]\n"},
+		{"include", "include: [event, job.state, job.result, job.queue, job.t_*, jobspec.tasks.*.command]\n"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			tr := newFilter(b, c.yaml)
+			perCPU(b, func() {
+				for i := 0; i < b.N; i++ {
+					if _, err := tr.Process(context.Background(), recs[i%len(recs)]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}

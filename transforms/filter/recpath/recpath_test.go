@@ -1,0 +1,92 @@
+package recpath
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+)
+
+func TestGlob(t *testing.T) {
+	for _, c := range []struct {
+		seg, key string
+		want     bool
+	}{
+		{"*", "anything", true}, {"t_*", "t_submit", true}, {"t_*", "state", false},
+		{"*_time", "start_time", true}, {"a*c*e", "abcde", true}, {"a*c*e", "abcd", false},
+		{"name", "name", true}, {"name", "names", false}, {"*x*", "x", true},
+	} {
+		if got := Glob(c.seg, c.key); got != c.want {
+			t.Errorf("Glob(%q, %q) = %v", c.seg, c.key, got)
+		}
+	}
+}
+
+func mustSet(t testing.TB, paths ...string) *Set {
+	var pats []Pattern
+	for _, p := range paths {
+		pat, err := Parse(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pats = append(pats, pat)
+	}
+	s, err := Compile(pats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// reference removes what "a.*" and "*.b" match, on decoded JSON.
+func reference(v any, depth int, parentA bool) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, e := range t {
+			if (parentA && depth == 1) || (depth == 1 && k == "b") {
+				continue
+			}
+			out[k] = reference(e, depth+1, depth == 0 && k == "a")
+		}
+		return out
+	case []any:
+		out := []any{}
+		for _, e := range t {
+			if (parentA && depth == 1) || (depth == 1 && false) {
+				continue
+			}
+			out = append(out, reference(e, depth+1, false))
+		}
+		return out
+	}
+	return v
+}
+
+// The byte-level pruner agrees with a decode-edit-encode reference, and
+// keeps valid JSON, on any valid input.
+func FuzzPrune(f *testing.F) {
+	for _, s := range []string{`{"a":{"x":1,"y":[1,2]},"c":{"b":2,"d":"\"q\""},"b":3}`, `{"a":[{"b":1},2]}`, `[1,{"b":2}]`, `"s"`, `{}`, `{"a\u0041":1,"c":{"b":[]}}`} {
+		f.Add([]byte(s))
+	}
+	p := &Pruner{Exclude: mustSet(f, "a.*", "*.b")}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if !json.Valid(in) {
+			return
+		}
+		out, kept, err := p.Prune(nil, in, Start{Exc: p.Exclude.Start(), KeepAll: true})
+		if err != nil || !kept {
+			t.Fatalf("%s: %v %v", in, kept, err)
+		}
+		if !json.Valid(out) {
+			t.Fatalf("%s -> invalid %s", in, out)
+		}
+		var v, w any
+		json.Unmarshal(in, &v)
+		json.Unmarshal(out, &w)
+		want, _ := json.Marshal(reference(v, 0, false))
+		got, _ := json.Marshal(w)
+		if !bytes.Equal(want, got) {
+			t.Fatalf("%s:\n got %s\nwant %s", in, got, want)
+		}
+	})
+}
