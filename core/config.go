@@ -36,8 +36,11 @@ type Config struct {
 	Log             LogConfig     //
 	ShutdownTimeout time.Duration // how long sinks may take to drain at shutdown
 	Nodes           []*NodeConfig // sources, transforms, sinks, sorted by kind then name
-	loc             *locator
-	problems        ConfigErrors // found while loading; Build reports them with its own
+	// Warnings are problems that do not stop validate, graph or dry-run
+	// (a secret file missing on this machine); see Graph.Warnings.
+	Warnings ConfigErrors
+	loc      *locator
+	problems ConfigErrors // found while loading; Build reports them with its own
 }
 
 // LogConfig selects log level and format.
@@ -355,6 +358,10 @@ func editDistance(a, b string) int {
 type LoadOptions struct {
 	Environ  []string                     // nil: os.Environ()
 	ReadFile func(string) ([]byte, error) // for ${file:...}; nil: os.ReadFile
+	// SecretsOptional turns a ${file:...} that cannot be read into a
+	// warning (validate, graph and dry-run on a machine without the
+	// secrets); run leaves it an error.
+	SecretsOptional bool
 }
 
 // LoadConfigFile reads and loads a YAML config file.
@@ -692,6 +699,14 @@ func (c *Config) interpolate(m map[string]any, prefix string, opts LoadOptions) 
 						p = filepath.Join(filepath.Dir(c.File), p)
 					}
 					b, err := opts.ReadFile(p)
+					if err != nil && opts.SecretsOptional {
+						cause := err
+						if u := errors.Unwrap(err); u != nil {
+							cause = u // a *PathError: the path is said already
+						}
+						c.Warnings = append(c.Warnings, c.errAt(path, fmt.Sprintf("cannot read secret file %s (%v); `fluxstream run` refuses to start without it", p, cause)))
+						return "(secret from " + p + ")"
+					}
 					if err != nil {
 						errs = append(errs, c.errAt(path, fmt.Sprintf("cannot read secret file: %v", err)))
 						return ""
@@ -892,3 +907,26 @@ func ParseNodeConfig(kind, name string, yamlText []byte) (*NodeConfig, error) {
 
 // Global returns the top-level settings of the config the node belongs to.
 func (nc *NodeConfig) Global() *Config { return nc.cfg }
+
+// ReplaySources turns every flux source into a replay of path (a recorded
+// journal, or embedded:scenario), keeping its cluster, include and
+// user_lookup settings: dry-run --replay shows what the sinks of a real
+// config would receive, on a machine without Flux. It returns the names of
+// the sources it changed.
+func (c *Config) ReplaySources(path string) []string {
+	var names []string
+	for _, nc := range c.Nodes {
+		if nc.Kind != KindSource || nc.Type != "flux" {
+			continue
+		}
+		raw := map[string]any{"path": []any{path}}
+		for _, k := range []string{"cluster", "include", "user_lookup"} {
+			if v, ok := nc.raw[k]; ok {
+				raw[k] = v
+			}
+		}
+		nc.Type, nc.raw = "replay", raw
+		names = append(names, nc.Name)
+	}
+	return names
+}

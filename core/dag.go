@@ -56,6 +56,23 @@ func (g *Graph) ofKind(kind string) []*Node {
 	return out
 }
 
+// Warner is implemented by components whose config is valid but looks
+// wrong (a path that can never match); validate prints the warnings.
+type Warner interface {
+	Warnings() []*ConfigError
+}
+
+// Warnings are the config's and every component's warnings.
+func (g *Graph) Warnings() ConfigErrors {
+	out := append(ConfigErrors(nil), g.Config.Warnings...)
+	for _, n := range g.Nodes {
+		if w, ok := n.Impl.(Warner); ok {
+			out = append(out, w.Warnings()...)
+		}
+	}
+	return out
+}
+
 // Build constructs every node with its module from reg and wires the DAG.
 // It reports every problem at once: unknown types, bad node configs,
 // unknown inputs, cycles, sinks or transforms without inputs, sources and

@@ -310,3 +310,30 @@ func TestRunURI(t *testing.T) {
 		t.Fatalf("run --uri left state in the home directory: %v", entries)
 	}
 }
+
+// On a machine without the example's secret file (a newcomer's), validate
+// and graph pass with a warning naming the file, dry-run --replay shows
+// what each sink would get, and run refuses to start.
+func TestExampleConfigOnAFreshMachine(t *testing.T) {
+	if _, err := os.Stat("/etc/fluxstream/kafka-password"); err == nil {
+		t.Skip("this machine has /etc/fluxstream/kafka-password")
+	}
+	example := "../../config.example.yaml"
+	for _, args := range [][]string{{"validate"}, {"graph"}} {
+		code, _, stderr := runCLI(t, append(args, "-c", example)...)
+		if code != 0 || !strings.Contains(stderr, "warning: ") || !strings.Contains(stderr, "/etc/fluxstream/kafka-password") {
+			t.Errorf("%v: exit %d, stderr:\n%s", args, code, stderr)
+		}
+	}
+	code, stdout, stderr := runCLI(t, "dry-run", "-c", example, "--replay", "embedded:scenario")
+	if code != 0 {
+		t.Fatalf("dry-run --replay: exit %d\n%s", code, stderr)
+	}
+	if k, a := strings.Count(stdout, "\n[kafka] topic=flux.mycluster.jobs"), strings.Count(stdout, "\n[archive] {"); k < 300 || a < 300 {
+		t.Errorf("dry-run --replay: %d kafka and %d archive lines", k, a)
+	}
+	code, _, stderr = runCLI(t, "run", "-c", example)
+	if code != 2 || !strings.Contains(stderr, "cannot read secret file") {
+		t.Errorf("run: exit %d, want 2 with the secret named:\n%s", code, stderr)
+	}
+}

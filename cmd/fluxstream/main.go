@@ -72,6 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 type globalFlags struct {
 	config   string
 	logLevel string
+	replay   string // dry-run --replay: flux sources read this journal
 	stdout   io.Writer
 	stderr   io.Writer
 }
@@ -109,11 +110,31 @@ Flux instance (shipped in the binary) into ./fluxstream-demo/.`,
 var moreCommands []func(*globalFlags) *cobra.Command
 
 // load reads and builds the config, with every problem in one error.
-func (g *globalFlags) load() (*core.Graph, error) {
+func (g *globalFlags) load() (*core.Graph, error) { return g.loadWith(core.LoadOptions{}) }
+
+// loadLenient loads for validate, graph and dry-run: what only a run needs
+// (secret files) may be missing; each such problem is printed as a
+// warning.
+func (g *globalFlags) loadLenient() (*core.Graph, error) {
+	graph, err := g.loadWith(core.LoadOptions{SecretsOptional: true})
+	if err == nil {
+		for _, w := range graph.Warnings() {
+			fmt.Fprintln(g.stderr, "warning:", w)
+		}
+	}
+	return graph, err
+}
+
+func (g *globalFlags) loadWith(opts core.LoadOptions) (*core.Graph, error) {
 	if g.config == "" {
 		return nil, configError(errors.New("no config: pass -c FILE (see config.example.yaml)"))
 	}
-	cfg, err := core.LoadConfigFile(g.config, core.LoadOptions{})
+	cfg, err := core.LoadConfigFile(g.config, opts)
+	if cfg != nil && g.replay != "" {
+		if len(cfg.ReplaySources(g.replay)) == 0 {
+			return nil, configError(fmt.Errorf("--replay: %s has no flux source to replace", g.config))
+		}
+	}
 	if cfg == nil {
 		return nil, configError(err)
 	}
@@ -196,7 +217,7 @@ func newValidateCmd(g *globalFlags) *cobra.Command {
 		Short: "Check a config: every problem at once, with file:line and key",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			graph, err := g.load()
+			graph, err := g.loadLenient()
 			if err != nil {
 				return err
 			}
@@ -214,7 +235,7 @@ func newGraphCmd(g *globalFlags) *cobra.Command {
 		Short: "Print the DAG as Graphviz DOT or a Mermaid flowchart",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			graph, err := g.load()
+			graph, err := g.loadLenient()
 			if err != nil {
 				return err
 			}
@@ -232,16 +253,22 @@ func newGraphCmd(g *globalFlags) *cobra.Command {
 }
 
 func newDryRunCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
+	var replay string
+	cmd := &cobra.Command{
 		Use:   "dry-run -c FILE",
 		Short: "Run the DAG without sending: every sink prints what it would send",
 		Long: `dry-run builds the same DAG as run, but nothing leaves the process and nothing
 is written: every sink prints, labelled with its name, what it would send (topic,
 key, headers and value for Kafka). A flux source stops at the end of its backlog;
-a replay source at the end of its files. No checkpoint or spool is read or written.`,
+a replay source at the end of its files. No checkpoint or spool is read or written.
+
+With --replay, every flux source reads a recorded journal instead (a file, or
+embedded:scenario, the demo's): what the sinks of a real config would receive,
+on a machine without Flux.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			graph, err := g.load()
+			g.replay = replay
+			graph, err := g.loadLenient()
 			if err != nil {
 				return err
 			}
@@ -253,9 +280,23 @@ a replay source at the end of its files. No checkpoint or spool is read or writt
 			defer cancel()
 			p := core.NewPipeline(graph, core.RunOptions{Logger: log, DryRun: true, DryRunOut: g.stdout})
 			if err := p.Run(ctx); err != nil {
+				if replay == "" && hasFluxSource(graph) {
+					err = fmt.Errorf("%w\n(no Flux here? try: dry-run --replay embedded:scenario, a journal recorded on a real instance)", err)
+				}
 				return &exitError{exitFail, err}
 			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&replay, "replay", "", "flux sources read this recorded journal instead (a .jsonl[.gz] file, or embedded:scenario)")
+	return cmd
+}
+
+func hasFluxSource(g *core.Graph) bool {
+	for _, n := range g.Sources() {
+		if n.Type == "flux" {
+			return true
+		}
+	}
+	return false
 }

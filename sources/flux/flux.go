@@ -196,6 +196,10 @@ func (s *Source) Run(ctx context.Context, out core.Emitter) error {
 		if errors.As(err, &fatal) {
 			return connector.DescribeError(s.cfg.URI, fatal.error)
 		}
+		if s.stopAfter && err != nil {
+			// A dry-run looks once; it does not wait for Flux to come up.
+			return connector.DescribeError(s.cfg.URI, err)
+		}
 		if res.backlogRead {
 			backoff = s.cfg.Reconnect.InitialBackoff
 		}
