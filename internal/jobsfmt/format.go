@@ -99,6 +99,9 @@ func Parse(f string) (*Format, error) {
 var emptyOutputs = map[string]bool{"": true, "0s": true, "0.0": true, "0:00:00": true, "1970-01-01T00:00:00": true}
 
 func isEmpty(s string, loc *time.Location) bool {
+	if loc == nil {
+		loc = time.Local
+	}
 	return emptyOutputs[s] || s == time.Unix(0, 0).In(loc).Format("2006-01-02T15:04:05")
 }
 
@@ -257,8 +260,18 @@ func (j *Info) render(field, conv, specStr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if v, err = j.convert(v, conv); err != nil {
+	out, err := j.formatValue(v, conv, specStr)
+	if err != nil {
 		return "", fmt.Errorf("field %s: %w", field, err)
+	}
+	return out, nil
+}
+
+// formatValue is convert_field then format_field of one value.
+func (j *Info) formatValue(v value, conv, specStr string) (string, error) {
+	var err error
+	if v, err = j.convert(v, conv); err != nil {
+		return "", err
 	}
 	trunc := false
 	if strings.HasSuffix(specStr, "+") {
@@ -279,7 +292,7 @@ func (j *Info) render(field, conv, specStr string) (string, error) {
 		out, err = pyFormat(v, specStr)
 	}
 	if err != nil {
-		return "", fmt.Errorf("field %s: %w", field, err)
+		return "", err
 	}
 	if trunc && utf8.RuneCountInString(out) < utf8.RuneCountInString(orig) {
 		r := []rune(out)
