@@ -145,15 +145,20 @@ func (r *Record) EventName() string {
 // shared: they are replaced, never written into (EditJSON builds new
 // ones). The clone has no cached JSON form.
 func (r *Record) Clone() *Record {
-	c := &Record{
-		Kind: r.Kind, ID: r.ID, Cluster: r.Cluster, Source: r.Source,
-		Jobspec: clip(r.Jobspec), R: clip(r.R),
-		ack: r.ack,
-	}
+	// One allocation for the record and its event: transforms clone
+	// every record they change, on the hot path.
+	both := &struct {
+		rec Record
+		ev  Event
+	}{}
+	c := &both.rec
+	c.Kind, c.ID, c.Cluster, c.Source = r.Kind, r.ID, r.Cluster, r.Source
+	c.Jobspec, c.R = clip(r.Jobspec), clip(r.R)
+	c.ack = r.ack
 	if r.Event != nil {
-		e := *r.Event
-		e.Context = clip(e.Context)
-		c.Event = &e
+		both.ev = *r.Event
+		both.ev.Context = clip(both.ev.Context)
+		c.Event = &both.ev
 	}
 	if r.Job != nil {
 		c.Job = r.Job.Clone()
@@ -192,30 +197,42 @@ func (r *Record) Clone() *Record {
 func clip[T ~[]byte](b T) T { return b[:len(b):len(b)] }
 
 // Clone returns a copy of the job that shares no memory with j except
-// JSON bytes (annotations), which are only ever replaced.
+// JSON bytes (annotations), which are only ever replaced. The job and
+// everything its pointers reach are one allocation.
 func (j *Job) Clone() *Job {
-	c := *j
-	c.Priority = clonePtr(j.Priority)
-	c.NTasks, c.NCores, c.NNodes = clonePtr(j.NTasks), clonePtr(j.NCores), clonePtr(j.NNodes)
-	c.Duration = clonePtr(j.Duration)
-	c.Success = clonePtr(j.Success)
-	c.WaitStatus, c.ReturnCode = clonePtr(j.WaitStatus), clonePtr(j.ReturnCode)
-	c.Exception = clonePtr(j.Exception)
-	c.Requested = clonePtr(j.Requested)
-	c.Allocated = clonePtr(j.Allocated)
+	x := &struct {
+		job                                Job
+		priority                           int64
+		ntasks, ncores, nnodes, wait, retc int
+		duration                           float64
+		success                            bool
+		exc                                Exception
+		req                                Requested
+		alloc                              Allocated
+	}{job: *j}
+	c := &x.job
+	c.Priority = copyInto(&x.priority, j.Priority)
+	c.NTasks, c.NCores, c.NNodes = copyInto(&x.ntasks, j.NTasks), copyInto(&x.ncores, j.NCores), copyInto(&x.nnodes, j.NNodes)
+	c.Duration = copyInto(&x.duration, j.Duration)
+	c.Success = copyInto(&x.success, j.Success)
+	c.WaitStatus, c.ReturnCode = copyInto(&x.wait, j.WaitStatus), copyInto(&x.retc, j.ReturnCode)
+	c.Exception = copyInto(&x.exc, j.Exception)
+	c.Requested = copyInto(&x.req, j.Requested)
+	c.Allocated = copyInto(&x.alloc, j.Allocated)
 	if j.Dependencies != nil {
 		c.Dependencies = append([]string{}, j.Dependencies...)
 	}
 	c.Annotations = clip(j.Annotations)
-	return &c
+	return c
 }
 
-func clonePtr[T any](p *T) *T {
+// copyInto copies *p into dst and returns dst, or nil for a nil p.
+func copyInto[T any](dst *T, p *T) *T {
 	if p == nil {
 		return nil
 	}
-	v := *p
-	return &v
+	*dst = *p
+	return dst
 }
 
 // EditJSON decodes raw JSON (numbers kept exact), lets edit change the
