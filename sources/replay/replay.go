@@ -107,6 +107,8 @@ var (
 	_ core.Source      = (*Source)(nil)
 	_ core.Provisioner = (*Source)(nil)
 	_ io.Closer        = (*Source)(nil)
+
+	_ journal.StatsReporter = (*Source)(nil)
 )
 
 // New decodes the node's config.
@@ -127,13 +129,28 @@ func (s *Source) Provision(_ context.Context, nc core.NodeContext) error {
 	s.log = nc.Logger
 	kv := nc.State
 	if !s.cfg.Checkpoint || kv == nil {
-		kv = core.NewMemKV()
+		kv = memKV{core.NewMemKV()}
 	}
 	s.cons = journal.NewConsumer(journal.Options{
 		Source: nc.Name, Cluster: s.cfg.Cluster, Include: s.cfg.Include,
 		Users: users.New(s.cfg.UserLookup), Logger: nc.Logger, KeepGone: true, JournalClock: true,
+		SummaryPerStream: true,
 	}, kv)
 	return nil
+}
+
+// memKV is the checkpoint of a replay without one: it names itself in
+// messages.
+type memKV struct{ *core.MemKV }
+
+func (memKV) String() string { return "memory (checkpoint: false: nothing is kept after the run)" }
+
+// Stats reports what the replay did so far (journal.StatsReporter).
+func (s *Source) Stats() journal.Stats {
+	if s.cons == nil {
+		return journal.Stats{}
+	}
+	return s.cons.Stats()
 }
 
 // Close writes the checkpoint one last time.
@@ -186,6 +203,9 @@ func (s *Source) replay(ctx context.Context, path string, out core.Emitter) erro
 				return ferr
 			}
 			if err == io.EOF {
+				// One line per file: a replay that sends nothing
+				// says why (a checkpoint that has it all).
+				s.cons.LogSummary("replay read", s.cons.Stats().Stream, "path", path)
 				return nil
 			}
 			return fmt.Errorf("read %s: line %d (byte offset %d%s): %w; the %d lines before it were delivered",

@@ -31,6 +31,12 @@ func quiet() *slog.Logger { return coretest.Quiet() }
 // pipeline runs sourceYAML (one source named "src") into a collector.
 func pipeline(t *testing.T, sourceYAML, dataDir string) (*core.Pipeline, *coretest.Collector, func() error) {
 	t.Helper()
+	return pipelineLog(t, sourceYAML, dataDir, quiet())
+}
+
+// pipelineLog is pipeline logging to logger.
+func pipelineLog(t *testing.T, sourceYAML, dataDir string, logger *slog.Logger) (*core.Pipeline, *coretest.Collector, func() error) {
+	t.Helper()
 	reg := core.NewRegistry()
 	replay.Register(reg)
 	flux.Register(reg)
@@ -38,7 +44,7 @@ func pipeline(t *testing.T, sourceYAML, dataDir string) (*core.Pipeline, *corete
 	col.Register(reg)
 	yaml := "cluster: test\nsources:\n  src:\n" + indent(sourceYAML) + "sinks:\n  out:\n    type: collect\n    inputs: [src]\n    buffer: {type: memory}\n"
 	g := coretest.Build(t, reg, yaml)
-	p := core.NewPipeline(g, core.RunOptions{DataDir: dataDir, Logger: quiet(), ShutdownTimeout: 5 * time.Second})
+	p := core.NewPipeline(g, core.RunOptions{DataDir: dataDir, Logger: logger, ShutdownTimeout: 5 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()

@@ -77,6 +77,56 @@ type Options struct {
 	// recording again emits nothing twice. A Flux instance never sends a
 	// purged job again, so the flux source lets them go.
 	KeepGone bool
+	// SummaryPerStream leaves the summary line out at the end of each
+	// backlog: the caller logs one per stream (LogSummary), as the replay
+	// source does at the end of each file.
+	SummaryPerStream bool
+}
+
+// Counts are what a stream, or its backlog, did.
+type Counts struct {
+	Jobs int // jobs read from a backlog (one per backlog response)
+	// Events is the number of event records emitted (Flux events).
+	Events int
+	// Skipped is the number of events not emitted because the checkpoint
+	// holds them: delivered by an earlier run (or earlier in this one,
+	// maybe still in flight), the events of done jobs included.
+	Skipped int
+	// DoneJobs is the number of backlog jobs skipped whole: every event
+	// of theirs was delivered before.
+	DoneJobs    int
+	Purges      int // purge records emitted
+	Invalid     int // invalid records emitted
+	Annotations int // annotations records from job-list's answer (Annotate)
+}
+
+func (n *Counts) add(d Counts) {
+	n.Jobs += d.Jobs
+	n.Events += d.Events
+	n.Skipped += d.Skipped
+	n.DoneJobs += d.DoneJobs
+	n.Purges += d.Purges
+	n.Invalid += d.Invalid
+	n.Annotations += d.Annotations
+}
+
+// Stats is what a consumer did, for logs, metrics and the CLI.
+type Stats struct {
+	Streams   int  // streams started
+	InBacklog bool // the latest stream is still in its backlog
+	// Backlog is the latest stream's backlog (complete once InBacklog is
+	// false); Stream the latest stream so far, backlog and live; Total
+	// every stream since the consumer was made.
+	Backlog, Stream, Total Counts
+	// Checkpoint names where the checkpoint is kept ("DATA_DIR/state.db
+	// bucket node:NAME").
+	Checkpoint string
+}
+
+// StatsReporter is what a source built on the consumer offers: the flux
+// and replay sources implement it (the CLI asserts it on a core.Source).
+type StatsReporter interface {
+	Stats() Stats
 }
 
 // Consumer reduces one journal stream at a time. Its methods are called
@@ -97,6 +147,9 @@ type Consumer struct {
 	responses int                 // in the current stream, for messages
 	noSubmit  int                 // NoSubmit matches in the current stream
 	lastTS    float64             // newest event timestamp seen
+
+	statsMu sync.Mutex
+	stats   Stats
 
 	stopFlush chan struct{}
 	flushDone chan struct{}
@@ -191,6 +244,50 @@ func (c *Consumer) StartStream(full bool) {
 	c.backlog = map[uint64]struct{}{}
 	c.responses = 0
 	c.noSubmit = 0
+	c.statsMu.Lock()
+	c.stats.Streams++
+	c.stats.InBacklog = true
+	c.stats.Backlog, c.stats.Stream = Counts{}, Counts{}
+	c.statsMu.Unlock()
+}
+
+// tally adds d to the stream's counts (and the backlog's, while in it).
+func (c *Consumer) tally(d Counts) {
+	c.statsMu.Lock()
+	if c.inBacklog {
+		c.stats.Backlog.add(d)
+	}
+	c.stats.Stream.add(d)
+	c.stats.Total.add(d)
+	c.statsMu.Unlock()
+}
+
+// Stats reports what the consumer did. Safe to call from any goroutine.
+func (c *Consumer) Stats() Stats {
+	c.statsMu.Lock()
+	defer c.statsMu.Unlock()
+	st := c.stats
+	st.Checkpoint = c.ck.store()
+	return st
+}
+
+// LogSummary logs one INFO line msg with n's counts and where the
+// checkpoint is, and says why when no record at all went out because the
+// checkpoint had every event: "N events already delivered (checkpoint in
+// WHERE)".
+func (c *Consumer) LogSummary(msg string, n Counts, args ...any) {
+	store := c.ck.store()
+	args = append(args[:len(args):len(args)], "jobs", n.Jobs, "events", n.Events, "already_delivered", n.Skipped,
+		"done_jobs", n.DoneJobs, "purges", n.Purges)
+	if n.Invalid > 0 {
+		args = append(args, "invalid", n.Invalid)
+	}
+	args = append(args, "checkpoint", store)
+	if n.Events == 0 && n.Purges == 0 && n.Invalid == 0 && n.Annotations == 0 && n.Skipped > 0 {
+		args = append(args, "why", fmt.Sprintf("nothing new to send: %d events already delivered (checkpoint in %s); "+
+			"to send them again, run with a data_dir of its own", n.Skipped, store))
+	}
+	c.opts.Logger.Info(msg, args...)
 }
 
 // InBacklog reports whether the stream is still before its sentinel.
@@ -207,6 +304,7 @@ func (c *Consumer) Response(payload []byte, where string) []*core.Record {
 	resp, err := jobstate.ParseResponse(payload)
 	if err != nil {
 		c.lim.Log(slog.LevelError, "invalid-response", "journal response does not decode; passed on as an invalid record", "where", where, "error", err)
+		c.tally(Counts{Invalid: 1})
 		return []*core.Record{c.invalid(where, err, payload)}
 	}
 	if resp.IsSentinel() {
@@ -229,10 +327,12 @@ func (c *Consumer) backlogJob(id uint64, resp jobstate.Response, where string) [
 	tsubmit := submitTime(resp.Events)
 	recs, done := c.identify(id, tsubmit, where)
 	if done {
+		c.tally(Counts{Jobs: 1, DoneJobs: 1, Skipped: len(resp.Events)})
 		delete(c.jobs, id)
 		c.ck.Release(id)
 		return recs
 	}
+	c.tally(Counts{Jobs: 1})
 	j := &job{id: id, tsubmit: tsubmit, state: jobstate.New(id), fromBacklog: true}
 	c.jobs[id] = j
 	recs = append(recs, c.apply(j, resp, where)...)
@@ -343,6 +443,8 @@ func (c *Consumer) isInactive(j *job) bool {
 // front, with the whole eventlog; snapshots before alloc must not show R).
 func (c *Consumer) apply(j *job, resp jobstate.Response, where string) []*core.Record {
 	var recs []*core.Record
+	skipped := 0
+	defer func() { c.tally(Counts{Events: len(recs), Skipped: skipped}) }()
 	if len(resp.Jobspec) > 0 {
 		if err := j.state.SetJobspec(resp.Jobspec); err != nil {
 			c.lim.Log(slog.LevelWarn, "bad-jobspec", "bad jobspec in journal", "where", where, "job", j.id, "error", err)
@@ -394,6 +496,7 @@ func (c *Consumer) apply(j *job, resp jobstate.Response, where string) []*core.R
 			c.checkpointError(j.id, err)
 		}
 		if seen {
+			skipped++
 			continue
 		}
 		c.ck.Emitted(j.id, key)
@@ -472,6 +575,7 @@ func (c *Consumer) Annotate(id uint64, annotations json.RawMessage) []*core.Reco
 	}
 	j.lastTS = key.ts
 	c.ck.Emitted(j.id, key)
+	c.tally(Counts{Annotations: 1})
 	return []*core.Record{c.eventRecord(j, core.Event{Timestamp: key.ts, Name: "annotations", Context: ctx})}
 }
 
@@ -507,11 +611,26 @@ func include(policy string, sent *bool, raw json.RawMessage) json.RawMessage {
 	return nil
 }
 
-// endOfBacklog: with full:true, every job Flux still has was in the
+// endOfBacklog ends the backlog at its sentinel: purge records for the
+// jobs it lacks, and a summary line (how many events went out, how many
+// the checkpoint already had), so that a run that sends nothing says why.
+func (c *Consumer) endOfBacklog() []*core.Record {
+	recs := c.purgeMissing()
+	c.inBacklog = false
+	c.statsMu.Lock()
+	c.stats.InBacklog = false
+	backlog := c.stats.Backlog
+	c.statsMu.Unlock()
+	if !c.opts.SummaryPerStream {
+		c.LogSummary("journal backlog read", backlog)
+	}
+	return recs
+}
+
+// purgeMissing: with full:true, every job Flux still has was in the
 // backlog; jobs we knew that were not have been purged while we were not
 // listening.
-func (c *Consumer) endOfBacklog() []*core.Record {
-	c.inBacklog = false
+func (c *Consumer) purgeMissing() []*core.Record {
 	if !c.full {
 		c.backlog = nil
 		return nil
@@ -557,6 +676,7 @@ func (c *Consumer) Purge(payload []byte, where string) []*core.Record {
 		if err == nil {
 			err = fmt.Errorf(`no "jobs" array`)
 		}
+		c.tally(Counts{Invalid: 1})
 		err = fmt.Errorf("job-purge-inactive event: %w", err)
 		c.lim.Log(slog.LevelError, "invalid-purge", "purge event does not decode; passed on as an invalid record", "where", where, "error", err)
 		return []*core.Record{c.invalid(where, err, payload)}
@@ -565,6 +685,7 @@ func (c *Consumer) Purge(payload []byte, where string) []*core.Record {
 	for _, n := range ev.Jobs {
 		id, err := strconv.ParseUint(n.String(), 10, 64)
 		if err != nil {
+			c.tally(Counts{Invalid: 1})
 			recs = append(recs, c.invalid(where, fmt.Errorf("job-purge-inactive event: bad job id %s", n), payload))
 			continue
 		}
@@ -587,6 +708,7 @@ func (c *Consumer) Purge(payload []byte, where string) []*core.Record {
 // (JOBID:purge), so that the purge of a job whose id was reused later
 // stays apart from the purge of the new one.
 func (c *Consumer) purgeRecord(id uint64, tsubmit float64, reason string) *core.Record {
+	c.tally(Counts{Purges: 1})
 	return &core.Record{
 		Kind:    core.KindPurge,
 		ID:      PurgeID(id, tsubmit),
