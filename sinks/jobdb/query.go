@@ -176,15 +176,21 @@ func (d *DB) Query(ctx context.Context, f Filter) ([]Job, bool, error) {
 		default:
 			continue
 		}
+		// Pending and running jobs are few: find them by state, not along
+		// another index (unary + keeps a column off the index choice).
+		plus := "+"
+		if g.states == StateInactive {
+			plus = ""
+		}
 		if f.UserID != nil {
-			where = append(where, "j.userid = ?")
+			where = append(where, plus+"j.userid = ?")
 			args = append(args, int64(*f.UserID))
 		}
 		if len(f.Queues) > 0 {
-			where = append(where, inList("j.queue", f.Queues, &args))
+			where = append(where, inList(plus+"j.queue", f.Queues, &args))
 		}
 		if f.Name != "" {
-			where = append(where, "j.name = ?")
+			where = append(where, plus+"j.name = ?")
 			args = append(args, f.Name)
 		}
 		if g.states == StateInactive {
