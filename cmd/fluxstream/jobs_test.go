@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,29 +28,11 @@ func fixJobsEnv(t *testing.T) {
 	t.Cleanup(func() { jobsEnv, jobsUID = oldEnv, oldUID })
 }
 
-var archives struct {
-	sync.Mutex
-	dir   string
-	paths map[string]string
-}
-
-// jobsArchive builds (once per test binary) an archive with `fluxstream
-// run` of a replay source into a jobdb sink.
+// jobsArchive builds an archive with `fluxstream run` of a replay source
+// into a jobdb sink.
 func jobsArchive(t *testing.T, name string, journals ...string) string {
 	t.Helper()
-	archives.Lock()
-	defer archives.Unlock()
-	if p, ok := archives.paths[name]; ok {
-		return p
-	}
-	if archives.paths == nil {
-		d, err := os.MkdirTemp("", "fxs-jobs-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		archives.dir, archives.paths = d, map[string]string{}
-	}
-	dir := filepath.Join(archives.dir, name)
+	dir := filepath.Join(t.TempDir(), name)
 	db := filepath.Join(dir, "jobs.db")
 	cfg := writeFile(t, mkdir(t, dir), "config.yaml", fmt.Sprintf(`
 data_dir: %s/state
@@ -71,7 +52,6 @@ sinks:
 	if code, _, errOut := runCLI(t, "run", "-c", cfg); code != 0 {
 		t.Fatalf("run: %d %s", code, errOut)
 	}
-	archives.paths[name] = db
 	return db
 }
 
@@ -98,9 +78,7 @@ func headJournal(t *testing.T, n int) string {
 	for i := 0; i < n && sc.Scan(); i++ {
 		b.WriteString(sc.Text() + "\n")
 	}
-	d := mkdir(t, filepath.Join(os.TempDir(), fmt.Sprintf("fxs-jobs-head-%d-%d", os.Getpid(), n)))
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return writeFile(t, d, "head.jsonl", b.String())
+	return writeFile(t, t.TempDir(), "head.jsonl", b.String())
 }
 
 func scenarioArchive(t *testing.T) string { return jobsArchive(t, "scenario", "embedded:scenario") }
@@ -110,12 +88,6 @@ func scenarioArchive(t *testing.T) string { return jobsArchive(t, "scenario", "e
 // running), against goldens; a few lines are checked by hand below.
 func TestJobsGoldens(t *testing.T) {
 	fixJobsEnv(t)
-	defer func() {
-		if archives.dir != "" && !t.Failed() {
-			os.RemoveAll(archives.dir)
-			archives.paths = nil
-		}
-	}()
 	scen := scenarioArchive(t)
 	mid152 := jobsArchive(t, "mid152", headJournal(t, 152))
 	mid250 := jobsArchive(t, "mid250", headJournal(t, 250))
