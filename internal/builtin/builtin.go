@@ -5,6 +5,7 @@ package builtin
 import (
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/plugins/host"
+	"github.com/fluxstream/fluxstream/sinks/elasticsearch"
 	"github.com/fluxstream/fluxstream/sinks/file"
 	"github.com/fluxstream/fluxstream/sinks/jobdb"
 	"github.com/fluxstream/fluxstream/sinks/kafka"
@@ -31,6 +32,7 @@ func Registry() *core.Registry {
 	where.Register(r)
 	route.Register(r)
 	file.Register(r)
+	elasticsearch.Register(r)
 	jobdb.Register(r)
 	kafka.Register(r)
 	stdout.Register(r)
