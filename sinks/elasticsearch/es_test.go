@@ -211,7 +211,7 @@ func wantJob(profile string, r *core.Record, key string) map[string]any {
 			"jobid": j.JobID, "user_id": 6001, "username": nil,
 			"@submit": j.TSubmit, "@eligible": j.TSched, "@start": j.TRun, "@end": j.TCleanup,
 			"elapsed": elapsed, "@queue_wait": j.TRun - j.TSched,
-			"partition": "batch", "account": nil, "job.name": "bulk", "work_dir": j.Cwd,
+			"partition": "batch", "account": nil, "job_name": "bulk", "work_dir": j.Cwd,
 			"nodes": "vm", "hosts": []string{"vm"}, "total_nodes": 1, "total_cpus": 1, "ntasks": 1,
 			"state": "COMPLETED", "flux_state": "INACTIVE", "flux_result": "COMPLETED",
 			"exit_code": "0:0", "derived_ec": "0:0", "cpu_hours": elapsed * ncores / 3600,
