@@ -536,8 +536,8 @@ func (c *Consumer) apply(j *job, resp jobstate.Response, where string) []*core.R
 // only if its backlog emits records of the job again.
 func (c *Consumer) Annotate(id uint64, annotations json.RawMessage) []*core.Record {
 	j := c.jobs[id]
-	if j == nil || !j.fromBacklog || c.isInactive(j) {
-		return nil
+	if c.inBacklog || j == nil || !j.fromBacklog || c.isInactive(j) {
+		return nil // in a backlog: an answer asked in an earlier stream
 	}
 	j.fromBacklog = false
 	if annotations == nil {
