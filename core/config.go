@@ -28,6 +28,11 @@ const EnvPrefix = "FLUXSTREAM_"
 // envNotConfig lists FLUXSTREAM_* variables that are not config keys.
 var envNotConfig = map[string]bool{"FLUXSTREAM_CONFIG": true}
 
+// topLevelKeys are the config's top-level keys: a FLUXSTREAM_* variable
+// overrides config only under one of them.
+var topLevelKeys = map[string]bool{"data_dir": true, "cluster": true, "log": true, "shutdown_timeout": true,
+	"sources": true, "transforms": true, "sinks": true}
+
 // Config is a loaded, interpolated, but not yet built pipeline config.
 type Config struct {
 	File            string        // where it came from, for messages
@@ -413,6 +418,11 @@ func LoadConfig(name string, data []byte, opts LoadOptions) (*Config, error) {
 				return "", nil
 			}
 			path := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(k, EnvPrefix), "__", "."))
+			if top, _, _ := strings.Cut(path, "."); !topLevelKeys[top] {
+				// FLUXSTREAM_KAFKA_HOME and the like: settings of tools and
+				// tests, not config overrides.
+				return "", nil
+			}
 			if strings.Contains(path, "..") || strings.HasPrefix(path, ".") || strings.HasSuffix(path, ".") {
 				errs = append(errs, &ConfigError{File: "env " + k, Msg: "malformed key path " + strconv.Quote(path)})
 				return "", nil

@@ -260,3 +260,17 @@ func TestByteSize(t *testing.T) {
 		t.Errorf("String = %s", s)
 	}
 }
+
+// FLUXSTREAM_* variables of tools and tests (FLUXSTREAM_KAFKA_HOME, CI's
+// FLUXSTREAM_CROSSCHECKS) are not config overrides; those under a config
+// key are.
+func TestEnvOverridesOnlyUnderConfigKeys(t *testing.T) {
+	cfg, err := core.LoadConfig("t.yaml", []byte("sources:\n  a: {type: x}\n"), core.LoadOptions{Environ: []string{
+		"FLUXSTREAM_CROSSCHECKS=required", "FLUXSTREAM_KAFKA_HOME=/x", "FLUXSTREAM_CLUSTER=c1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster != "c1" {
+		t.Fatalf("cluster %q, want the override c1", cfg.Cluster)
+	}
+}
