@@ -3,7 +3,9 @@ package core
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -350,4 +352,26 @@ func NewAckedBatch(recs []*Record, done func()) {
 	if len(recs) == 0 && done != nil {
 		done()
 	}
+}
+
+// PurgeTSubmit is the submit time of the job a purge record is about (with
+// its id, the job's identity): Purge.TSubmit, or for records spooled
+// before purges carried it, the T_SUBMIT of the id JOBID:purge:T_SUBMIT.
+// 0 when unknown.
+func (r *Record) PurgeTSubmit() float64 {
+	if r.Purge == nil {
+		return 0
+	}
+	if r.Purge.TSubmit != 0 {
+		return r.Purge.TSubmit
+	}
+	i := strings.LastIndexByte(r.ID, ':')
+	if i < 0 || r.ID[i+1:] == "purge" {
+		return 0
+	}
+	ts, err := strconv.ParseFloat(r.ID[i+1:], 64)
+	if err != nil || math.IsNaN(ts) || math.IsInf(ts, 0) || ts < 0 {
+		return 0
+	}
+	return ts
 }

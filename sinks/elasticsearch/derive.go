@@ -245,17 +245,3 @@ func JobKey(cluster, jobid string, tsubmit float64) string {
 	}
 	return string(b)
 }
-
-// PurgeTSubmit reads the submit time out of a purge record's id
-// (JOBID:purge:T_SUBMIT); 0 when the id does not carry one.
-func PurgeTSubmit(id string) float64 {
-	i := strings.LastIndexByte(id, ':')
-	if i < 0 || id[i+1:] == "purge" {
-		return 0
-	}
-	ts, err := strconv.ParseFloat(id[i+1:], 64)
-	if err != nil || math.IsNaN(ts) || math.IsInf(ts, 0) || ts < 0 {
-		return 0
-	}
-	return ts
-}

@@ -19,7 +19,7 @@ func jobKeyOf(r *core.Record) string {
 	case r.Job != nil:
 		return JobKey(r.Cluster, r.Job.JobID, r.Job.TSubmit)
 	case r.Purge != nil:
-		return JobKey(r.Cluster, r.Purge.JobID, PurgeTSubmit(r.ID))
+		return JobKey(r.Cluster, r.Purge.JobID, r.PurgeTSubmit())
 	}
 	return ""
 }

@@ -128,7 +128,7 @@ func (s *Sink) DryRun(_ context.Context, batch []*core.Record, w io.Writer) erro
 		case r.Kind == core.KindEvent && r.Job != nil:
 			fmt.Fprintf(w, "upsert job %s (id %d, t_submit %v) at %s: state %s\n", r.Job.JobID, r.Job.ID, r.Job.TSubmit, r.EventName(), strings.TrimSpace(r.Job.State+" "+r.Job.Result))
 		case r.Kind == core.KindPurge && r.Purge != nil:
-			fmt.Fprintf(w, "mark purged %s (id %d, t_submit %v)\n", r.Purge.JobID, r.Purge.ID, PurgeTSubmit(r.ID))
+			fmt.Fprintf(w, "mark purged %s (id %d, t_submit %v)\n", r.Purge.JobID, r.Purge.ID, r.PurgeTSubmit())
 		default:
 			fmt.Fprintf(w, "skip %s record %s\n", r.Kind, r.ID)
 		}

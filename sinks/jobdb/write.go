@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/fluxstream/fluxstream/core"
@@ -96,20 +95,6 @@ func (d *DB) begin(ctx context.Context) (*writer, error) {
 	return w, nil
 }
 
-// PurgeTSubmit reads the submit time out of a purge record's id
-// (JOBID:purge:T_SUBMIT); 0 when the id does not carry one.
-func PurgeTSubmit(id string) float64 {
-	i := strings.LastIndexByte(id, ':')
-	if i < 0 || id[i+1:] == "purge" {
-		return 0
-	}
-	ts, err := strconv.ParseFloat(id[i+1:], 64)
-	if err != nil || math.IsNaN(ts) || math.IsInf(ts, 0) {
-		return 0
-	}
-	return ts
-}
-
 // Apply stores a batch in one transaction: one row per job (id,
 // t_submit), a newer snapshot replacing an older one, never the reverse.
 // Records that cannot be stored at all (a snapshot that does not encode)
@@ -150,7 +135,7 @@ func (d *DB) Apply(ctx context.Context, batch []*core.Record) error {
 				return err
 			}
 		case r.Kind == core.KindPurge && r.Purge != nil:
-			k := ident{r.Purge.ID, PurgeTSubmit(r.ID)}
+			k := ident{r.Purge.ID, r.PurgeTSubmit()}
 			if k.tsubmit == 0 {
 				// An old-style purge id: the newest unpurged incarnation.
 				var ts float64

@@ -182,6 +182,17 @@ func (e errFatal) Unwrap() error { return e.error }
 // the same one. ssh failing to run `flux relay` at all (ssh exit 255: login
 // refused, host key, unreachable; exit 127: no flux on the remote PATH) is
 // retried after max_backoff straight away.
+var _ journal.StatsReporter = (*Source)(nil)
+
+// Stats reports what the journal consumer did (counts per backlog, per
+// stream, in all).
+func (s *Source) Stats() journal.Stats {
+	if s.cons == nil {
+		return journal.Stats{}
+	}
+	return s.cons.Stats()
+}
+
 func (s *Source) Run(ctx context.Context, out core.Emitter) error {
 	backoff := s.cfg.Reconnect.InitialBackoff
 	for {
