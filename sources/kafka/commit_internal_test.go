@@ -74,3 +74,29 @@ func TestCommitOnlyAckedPrefix(t *testing.T) {
 		t.Fatalf("kept %d records, want the one of partition 0", len(kept))
 	}
 }
+
+// A commit that failed is not forgotten: its partitions are dirty again
+// (unless a newer offset is already pending) and the commit loop is
+// asked to try again.
+func TestFailedCommitIsRetried(t *testing.T) {
+	s := &Source{parts: map[tp]*partition{}, commitReq: make(chan struct{}, 1), log: slog.New(slog.DiscardHandler)}
+	s.assigned(nil, nil, map[string][]int32{"t": {0, 1}})
+	tried := kgo.EpochOffset{Epoch: 3, Offset: 10}
+	for _, p := range []int32{0, 1} {
+		pt := s.parts[tp{"t", p}]
+		pt.commit, pt.committed, pt.dirty = tried, tried, false
+	}
+	s.parts[tp{"t", 1}].committed = kgo.EpochOffset{Epoch: 3, Offset: 20} // a newer commit went out since
+	s.recommit(map[string]map[int32]kgo.EpochOffset{"t": {0: tried, 1: tried}})
+	if !s.parts[tp{"t", 0}].dirty || s.parts[tp{"t", 1}].dirty {
+		t.Fatalf("dirty after a failed commit: p0 %v (want true), p1 %v (want false)", s.parts[tp{"t", 0}].dirty, s.parts[tp{"t", 1}].dirty)
+	}
+	select {
+	case <-s.commitReq:
+	default:
+		t.Fatal("the commit loop was not asked to try again")
+	}
+	if got := s.pendingOffsets(); got["t"][0] != tried || len(got["t"]) != 1 {
+		t.Fatalf("pending after retry: %v", got)
+	}
+}

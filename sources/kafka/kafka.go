@@ -440,10 +440,31 @@ func (s *Source) commitSync(ctx context.Context, cl *kgo.Client, offsets map[str
 			}
 		}
 		if err != nil {
-			s.limit.Log(slog.LevelWarn, "commit", "offset commit failed; the records come again after a rebalance or restart",
+			s.limit.Log(slog.LevelWarn, "commit", "offset commit failed; retried with the next commit (until then a restart sends those records again)",
 				"error", s.redact.String(err.Error()))
+			s.recommit(offsets)
 		}
 	})
+}
+
+// recommit marks offsets whose commit failed as still to be committed
+// (unless a newer commit took their place), and asks the commit loop to
+// try again: a commit lost to a rebalance or a busy coordinator must not
+// be forgotten until the next acknowledgement.
+func (s *Source) recommit(offsets map[string]map[int32]kgo.EpochOffset) {
+	s.mu.Lock()
+	for topic, parts := range offsets {
+		for p, off := range parts {
+			if pt := s.parts[tp{topic, p}]; pt != nil && pt.committed == off {
+				pt.dirty = true
+			}
+		}
+	}
+	s.mu.Unlock()
+	select {
+	case s.commitReq <- struct{}{}:
+	default:
+	}
 }
 
 // Run consumes until ctx ends.
@@ -603,6 +624,17 @@ func (s *Source) pendingOffsets() map[string]map[int32]kgo.EpochOffset {
 	return offsets
 }
 
+func (s *Source) hasDirty() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, pt := range s.parts {
+		if pt.dirty {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Source) commitAcked(ctx context.Context) {
 	s.commitSync(ctx, s.client, s.pendingOffsets())
 }
@@ -620,6 +652,13 @@ func (s *Source) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s.commitAcked(ctx)
+	for s.hasDirty() && ctx.Err() == nil { // a failed commit marked them again
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		s.commitAcked(ctx)
+	}
 	s.client.Close() // leaves the group; revoked commits again (nothing dirty)
 	s.limit.Flush()
 	return nil
