@@ -344,7 +344,9 @@ func (s *Sink) writeChunk(ctx context.Context, p *proc, batch []*core.Record, c 
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case wctx.Err() != nil:
+		case wctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded:
+			// gRPC's own deadline timer may fire a moment before the
+			// context says so: both mean the plugin hung.
 			err = fmt.Errorf("plugin %s did not answer a write of %d records within write_timeout %s: killed it (pid %d); restarting, the batch is retried",
 				s.sp.path, len(c.recs), s.cfg.WriteTimeout, p.pid)
 			s.gone(err)
