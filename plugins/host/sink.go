@@ -337,16 +337,23 @@ func split(batch []*core.Record, limit int, be *core.BatchError) []chunk {
 // (retried); per-record outcomes go into be.
 func (s *Sink) writeChunk(ctx context.Context, p *proc, batch []*core.Record, c chunk, be *core.BatchError) error {
 	s.batch++
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	// write_timeout is ours, not a deadline sent along: a plugin that saw
+	// it could answer "retry" a moment before it and never count as hung.
+	// When it passes, the call is cancelled and the plugin killed.
+	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(s.cfg.WriteTimeout, func() {
+		timedOut.Store(true)
+		cancel()
+	})
 	resp, err := p.sink.Write(wctx, &sinkv1.WriteRequest{Batch: s.batch, Records: c.recs})
+	timer.Stop()
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case wctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded:
-			// gRPC's own deadline timer may fire a moment before the
-			// context says so: both mean the plugin hung.
+		case timedOut.Load():
 			err = fmt.Errorf("plugin %s did not answer a write of %d records within write_timeout %s: killed it (pid %d); restarting, the batch is retried",
 				s.sp.path, len(c.recs), s.cfg.WriteTimeout, p.pid)
 			s.gone(err)
