@@ -264,6 +264,10 @@ func appendFloat(b []byte, f float64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendJSONString appends s as a JSON string, as the record's JSON form
+// writes strings (transforms that edit JSON bytes use it too).
+func AppendJSONString(b []byte, s string) []byte { return appendString(b, s) }
+
 // appendString writes a JSON string. Like encoding/json it replaces
 // invalid UTF-8 with U+FFFD and escapes U+2028 and U+2029; unlike it, it
 // leaves <, > and & alone (records are data, not HTML).

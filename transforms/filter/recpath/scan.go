@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"unicode/utf8"
+
+	"github.com/fluxstream/fluxstream/core"
 )
 
 // The scanner below reads JSON that an encoder wrote (Flux, or our own):
@@ -111,57 +112,10 @@ func Unquote(raw []byte, escaped bool) (string, error) {
 	return s, nil
 }
 
-const hexDigits = "0123456789abcdef"
-
 // AppendQuote appends s as a JSON string, escaping as encoding/json does
-// with SetEscapeHTML(false) (invalid UTF-8 becomes U+FFFD).
-func AppendQuote(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
+// with SetEscapeHTML(false) (invalid UTF-8 becomes U+FFFD): the record
+// encoder's own quoting.
+func AppendQuote(dst []byte, s string) []byte { return core.AppendJSONString(dst, s) }
 
 // EachMember calls fn for each member of the object at b[i] ('{'), with the
 // raw key (quotes included), whether it holds escapes, and the bounds of
