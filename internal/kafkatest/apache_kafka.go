@@ -2,17 +2,12 @@ package kafkatest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -40,6 +35,7 @@ type Apache struct {
 	users    []User
 	caPEM    []byte
 	caFile   string
+	state    *apache.SharedState // the shared cluster's, nil for one started here
 }
 
 // ApacheOptions configures StartApache.
@@ -130,7 +126,10 @@ func SharedDir() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("fluxstream-kafka-shared-%d-%s", os.Getuid(), filepath.Base(home))), nil
+	// sharedLayout changes with what the keeper serves (listeners, state),
+	// so a keeper of an older layout, still up for its users, is left alone.
+	const sharedLayout = "v2"
+	return filepath.Join(os.TempDir(), fmt.Sprintf("fluxstream-kafka-shared-%d-%s-%s", os.Getuid(), filepath.Base(home), sharedLayout)), nil
 }
 
 // SharedApache returns the one-node cluster that test binaries share: the
@@ -149,7 +148,73 @@ func SharedApache(t testing.TB) *Apache {
 	if shared.err != nil {
 		t.Fatalf("kafkatest: shared Apache Kafka: %v", shared.err)
 	}
-	return &Apache{t: t, addrs: shared.state.Addrs, internal: shared.state.InternalAddrs}
+	return &Apache{t: t, addrs: shared.state.Addrs, internal: shared.state.InternalAddrs, state: shared.state}
+}
+
+// WithSCRAM is the shared cluster's SCRAM listener (SASL_PLAINTEXT,
+// SCRAM-SHA-256 and -512), logged in as the first of users: each user is
+// created (or its password set) for its mechanism through the admin API,
+// and WithSCRAM returns once every one can log in.
+func (a *Apache) WithSCRAM(t testing.TB, users ...User) *Apache {
+	t.Helper()
+	if a.state == nil || len(a.state.ScramAddrs) == 0 {
+		t.Fatalf("kafkatest: WithSCRAM is for the shared cluster (StartApache takes Users)")
+	}
+	var ups []kadm.UpsertSCRAM
+	for _, u := range users {
+		var m kadm.ScramMechanism
+		switch u.Mechanism {
+		case ScramSHA256:
+			m = kadm.ScramSha256
+		case ScramSHA512:
+			m = kadm.ScramSha512
+		default:
+			t.Fatalf("kafkatest: the shared cluster has no %s users (SCRAM only; StartApache for PLAIN)", u.Mechanism)
+		}
+		ups = append(ups, kadm.UpsertSCRAM{User: u.Name, Mechanism: m, Iterations: 4096, Password: u.Password})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := a.Admin(t).AlterUserSCRAMs(ctx, nil, ups)
+	if err == nil {
+		err = res.Error()
+	}
+	if err != nil {
+		t.Fatalf("kafkatest: create SCRAM users: %v", err)
+	}
+	v := &Apache{t: t, addrs: a.state.ScramAddrs, internal: a.internal, users: users, state: a.state}
+	// The credentials reach the broker through the metadata log: poll
+	// until each logs in.
+	for _, u := range users {
+		for {
+			cl, err := kgo.NewClient(kgo.SeedBrokers(v.addrs...), kgo.SASL(u.SASL()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+			err = cl.Ping(pctx)
+			pcancel()
+			cl.Close()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("kafkatest: SCRAM user %s (%s) cannot log in: %v", u.Name, u.Mechanism, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return v
+}
+
+// WithTLS is the shared cluster's TLS listener (SSL, a throwaway cert the
+// keeper made for 127.0.0.1; TLSConfig and CAFile trust it).
+func (a *Apache) WithTLS(t testing.TB) *Apache {
+	t.Helper()
+	if a.state == nil || len(a.state.TLSAddrs) == 0 {
+		t.Fatalf("kafkatest: WithTLS is for the shared cluster (StartApache takes TLS)")
+	}
+	return &Apache{t: t, addrs: a.state.TLSAddrs, internal: a.internal, caPEM: []byte(a.state.CAPEM), state: a.state}
 }
 
 func joinShared() (*apache.SharedState, error) {
@@ -194,7 +259,7 @@ func readShared(dir string) (*apache.SharedState, error) {
 
 // sharedAlive reports whether the keeper and its brokers are there.
 func sharedAlive(st *apache.SharedState) bool {
-	if st.Error != "" || st.KeeperPid == 0 || len(st.Addrs) == 0 {
+	if st.Error != "" || st.KeeperPid == 0 || len(st.Addrs) == 0 || len(st.ScramAddrs) == 0 || len(st.TLSAddrs) == 0 {
 		return false
 	}
 	if syscall.Kill(st.KeeperPid, 0) != nil {
@@ -419,32 +484,11 @@ func (a *Apache) Records(t testing.TB, topic string) []*kgo.Record {
 // selfSigned makes a cert for 127.0.0.1 and its PKCS#8 key, PEM.
 func selfSigned(t testing.TB) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := apache.SelfSigned()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "kafkatest"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk})
+	return certPEM, keyPEM
 }
 
 // KillNode, StopNode and StartNode act on node i of a cluster the test
@@ -458,6 +502,19 @@ func (a *Apache) StopNode(i int) { a.own().StopNode(i, 30*time.Second) }
 func (a *Apache) StartNode(i int) {
 	a.t.Helper()
 	if err := a.own().StartNode(context.Background(), i); err != nil {
+		a.t.Fatalf("kafkatest: %v", err)
+	}
+}
+
+// Stop takes every node of a cluster the test started down (SIGTERM,
+// keeping the data); Restart brings them back on the same ports.
+func (a *Apache) Stop() { a.own().Stop(30 * time.Second) }
+
+// Restart starts the stopped nodes again and waits until all are
+// registered.
+func (a *Apache) Restart() {
+	a.t.Helper()
+	if err := a.own().Restart(context.Background()); err != nil {
 		a.t.Fatalf("kafkatest: %v", err)
 	}
 }

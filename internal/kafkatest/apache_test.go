@@ -2,9 +2,12 @@ package kafkatest_test
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -140,5 +143,60 @@ func TestApacheLibCached(t *testing.T) {
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("a warm Lib took %v", d)
+	}
+}
+
+// The shared cluster's SCRAM and TLS listeners: users created through the
+// admin API log in with their own mechanism only; TLS clients trusting
+// the keeper's cert get through, others fail the handshake.
+func TestApacheSharedSCRAMAndTLS(t *testing.T) {
+	a := kafkatest.SharedApache(t)
+	topic := kafkatest.TopicName(t)
+	a.CreateTopic(t, topic, 1, nil)
+	u256 := kafkatest.User{Mechanism: kafkatest.ScramSHA256, Name: "u256-" + topic, Password: "pw-256"}
+	u512 := kafkatest.User{Mechanism: kafkatest.ScramSHA512, Name: "u512-" + topic, Password: "pw-512"}
+	s := a.WithSCRAM(t, u256, u512)
+	if s.Addrs()[0] == a.Addrs()[0] {
+		t.Fatalf("SCRAM listener on the plain one's address %v", s.Addrs())
+	}
+	produceN(t, s.Client(t), topic, 0, 10)
+	cl512, err := kgo.NewClient(kgo.SeedBrokers(s.Addrs()...), kgo.SASL(u512.SASL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl512.Close()
+	produceN(t, cl512, topic, 10, 10)
+	checkValues(t, a.Records(t, topic), 20)
+
+	ping := func(opts ...kgo.Opt) error {
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return cl.Ping(ctx)
+	}
+	wrongMech := kafkatest.User{Mechanism: kafkatest.ScramSHA512, Name: u256.Name, Password: u256.Password}
+	wrongPass := kafkatest.User{Mechanism: kafkatest.ScramSHA256, Name: u256.Name, Password: "nope"}
+	for what, u := range map[string]kafkatest.User{"a user of SCRAM-SHA-256 with SCRAM-SHA-512": wrongMech, "a wrong password": wrongPass} {
+		if err := ping(kgo.SeedBrokers(s.Addrs()...), kgo.SASL(u.SASL())); err == nil || !strings.Contains(err.Error(), "SASL_AUTHENTICATION_FAILED") {
+			t.Errorf("%s: %v, want SASL_AUTHENTICATION_FAILED", what, err)
+		}
+	}
+	if err := ping(kgo.SeedBrokers(s.Addrs()...)); err == nil {
+		t.Error("the SCRAM listener let a client in without SASL")
+	}
+
+	tl := a.WithTLS(t)
+	if err := ping(tl.ClientOpts()...); err != nil {
+		t.Fatalf("TLS with the keeper's cert: %v", err)
+	}
+	produceN(t, tl.Client(t), topic, 20, 5)
+	checkValues(t, tl.Records(t, topic), 25)
+	var certErr *tls.CertificateVerificationError
+	if err := ping(kgo.SeedBrokers(tl.Addrs()...), kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12})); !errors.As(err, &certErr) {
+		t.Errorf("TLS without trusting the cert: %v, want a certificate verification error", err)
 	}
 }

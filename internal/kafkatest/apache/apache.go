@@ -177,10 +177,38 @@ type Options struct {
 	Users []User
 	// TLS serves the client listener with this cert and key (PEM files).
 	CertFile, KeyFile string
+	// PlainClient keeps the main client listener PLAINTEXT even with a
+	// cert (which then serves only the TLS listeners of Extra).
+	PlainClient bool
+	// Extra are more client listeners, next to the main one: the shared
+	// cluster serves plain, SCRAM and TLS clients from one JVM.
+	Extra []Listener
 	// Heap is the JVM's -Xmx (default 512m).
 	Heap string
 	// Config adds or overrides broker properties.
 	Config map[string]string
+}
+
+// Listener is an extra client listener.
+type Listener struct {
+	Name string // upper case, e.g. SCRAM
+	// SCRAM enables SCRAM-SHA-256 and SCRAM-SHA-512 on it (users are
+	// created through the admin API, or by Options.Users at format).
+	SCRAM bool
+	// TLS serves it with Options.CertFile and KeyFile.
+	TLS bool
+}
+
+func (l Listener) protocol() string {
+	switch {
+	case l.SCRAM && l.TLS:
+		return "SASL_SSL"
+	case l.SCRAM:
+		return "SASL_PLAINTEXT"
+	case l.TLS:
+		return "SSL"
+	}
+	return "PLAINTEXT"
 }
 
 // Cluster is a running Kafka cluster.
@@ -198,6 +226,7 @@ type Node struct {
 	ID                         int
 	ClientPort, InternalPort   int // the client listener, and PLAINTEXT for brokers and admin
 	ControllerPort             int
+	ExtraPorts                 map[string]int // Options.Extra by name
 	dir, props, logFile, log4j string
 
 	cmd    *exec.Cmd
@@ -248,14 +277,25 @@ func Launch(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{opts: opts, lib: lib, clusterID: randomID()}
-	ports, err := FreePorts(3 * opts.Nodes)
+	for _, l := range opts.Extra {
+		if l.TLS && opts.CertFile == "" {
+			return nil, fmt.Errorf("apache: listener %s: TLS needs Options.CertFile and KeyFile", l.Name)
+		}
+	}
+	per := 3 + len(opts.Extra)
+	ports, err := FreePorts(per * opts.Nodes)
 	if err != nil {
 		return nil, err
 	}
 	for i := 0; i < opts.Nodes; i++ {
 		dir := filepath.Join(opts.Dir, "node"+strconv.Itoa(i+1))
-		c.nodes = append(c.nodes, &Node{ID: i + 1, ClientPort: ports[3*i], InternalPort: ports[3*i+1], ControllerPort: ports[3*i+2],
-			dir: dir, props: filepath.Join(dir, "server.properties"), logFile: filepath.Join(dir, "kafka.log"), log4j: filepath.Join(dir, "log4j2.properties")})
+		p := ports[per*i:]
+		n := &Node{ID: i + 1, ClientPort: p[0], InternalPort: p[1], ControllerPort: p[2], ExtraPorts: map[string]int{},
+			dir: dir, props: filepath.Join(dir, "server.properties"), logFile: filepath.Join(dir, "kafka.log"), log4j: filepath.Join(dir, "log4j2.properties")}
+		for j, l := range opts.Extra {
+			n.ExtraPorts[l.Name] = p[3+j]
+		}
+		c.nodes = append(c.nodes, n)
 	}
 	// Format every node at once (a JVM start each).
 	errs := make([]error, len(c.nodes))
@@ -322,12 +362,13 @@ func randomID() string {
 }
 
 func (c *Cluster) clientProtocol() string {
+	tls := c.opts.CertFile != "" && !c.opts.PlainClient
 	switch {
-	case len(c.opts.Users) > 0 && c.opts.CertFile != "":
+	case len(c.opts.Users) > 0 && tls:
 		return "SASL_SSL"
 	case len(c.opts.Users) > 0:
 		return "SASL_PLAINTEXT"
-	case c.opts.CertFile != "":
+	case tls:
 		return "SSL"
 	}
 	return "PLAINTEXT"
@@ -342,13 +383,19 @@ func (c *Cluster) writeConfig(n *Node) error {
 		voters[i] = fmt.Sprintf("%d@127.0.0.1:%d", o.ID, o.ControllerPort)
 	}
 	rf := strconv.Itoa(min(3, len(c.nodes)))
+	listeners := fmt.Sprintf("CLIENT://127.0.0.1:%d,INTERNAL://127.0.0.1:%d", n.ClientPort, n.InternalPort)
+	protocols := "CLIENT:" + c.clientProtocol() + ",INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+	for _, l := range c.opts.Extra {
+		listeners += fmt.Sprintf(",%s://127.0.0.1:%d", l.Name, n.ExtraPorts[l.Name])
+		protocols += "," + l.Name + ":" + l.protocol()
+	}
 	props := [][2]string{
 		{"process.roles", "broker,controller"},
 		{"node.id", strconv.Itoa(n.ID)},
 		{"controller.quorum.voters", strings.Join(voters, ",")},
-		{"listeners", fmt.Sprintf("CLIENT://127.0.0.1:%d,INTERNAL://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", n.ClientPort, n.InternalPort, n.ControllerPort)},
-		{"advertised.listeners", fmt.Sprintf("CLIENT://127.0.0.1:%d,INTERNAL://127.0.0.1:%d", n.ClientPort, n.InternalPort)},
-		{"listener.security.protocol.map", "CLIENT:" + c.clientProtocol() + ",INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"},
+		{"listeners", listeners + fmt.Sprintf(",CONTROLLER://127.0.0.1:%d", n.ControllerPort)},
+		{"advertised.listeners", listeners},
+		{"listener.security.protocol.map", protocols},
 		{"controller.listener.names", "CONTROLLER"},
 		{"inter.broker.listener.name", "INTERNAL"},
 		{"log.dirs", filepath.Join(n.dir, "data")},
@@ -404,6 +451,16 @@ func (c *Cluster) writeConfig(n *Node) error {
 			}
 		}
 	}
+	for _, l := range c.opts.Extra {
+		name := strings.ToLower(l.Name)
+		if l.SCRAM {
+			props = append(props, [2]string{"listener.name." + name + ".sasl.enabled.mechanisms", ScramSHA256 + "," + ScramSHA512})
+			for _, m := range []string{ScramSHA256, ScramSHA512} {
+				props = append(props, [2]string{"listener.name." + name + "." + strings.ToLower(m) + ".sasl.jaas.config",
+					"org.apache.kafka.common.security.scram.ScramLoginModule required;"})
+			}
+		}
+	}
 	if c.opts.CertFile != "" {
 		cert, err := os.ReadFile(c.opts.CertFile)
 		if err != nil {
@@ -415,11 +472,22 @@ func (c *Cluster) writeConfig(n *Node) error {
 		}
 		// Inline PEM (no keystore file): the chain and an unencrypted
 		// PKCS#8 key.
-		props = append(props,
-			[2]string{"listener.name.client.ssl.keystore.type", "PEM"},
-			[2]string{"listener.name.client.ssl.keystore.certificate.chain", strings.TrimSpace(string(cert))},
-			[2]string{"listener.name.client.ssl.keystore.key", strings.TrimSpace(string(key))},
-		)
+		var names []string
+		if c.clientProtocol() == "SSL" || c.clientProtocol() == "SASL_SSL" {
+			names = append(names, "client")
+		}
+		for _, l := range c.opts.Extra {
+			if l.TLS {
+				names = append(names, strings.ToLower(l.Name))
+			}
+		}
+		for _, name := range names {
+			props = append(props,
+				[2]string{"listener.name." + name + ".ssl.keystore.type", "PEM"},
+				[2]string{"listener.name." + name + ".ssl.keystore.certificate.chain", strings.TrimSpace(string(cert))},
+				[2]string{"listener.name." + name + ".ssl.keystore.key", strings.TrimSpace(string(key))},
+			)
+		}
 	}
 	for k, v := range c.opts.Config {
 		props = deleteProp(props, k)
@@ -572,6 +640,15 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
+// ExtraAddrs are the addresses of the extra listener name.
+func (c *Cluster) ExtraAddrs(name string) []string {
+	out := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		out[i] = fmt.Sprintf("127.0.0.1:%d", n.ExtraPorts[name])
+	}
+	return out
+}
+
 // InternalAddrs are the PLAINTEXT listeners (no SASL, no TLS), for admin.
 func (c *Cluster) InternalAddrs() []string {
 	out := make([]string, len(c.nodes))
@@ -627,6 +704,22 @@ func (c *Cluster) StartNode(ctx context.Context, i int) error {
 	return c.WaitReady(ctx, len(c.nodes))
 }
 
+// Restart starts every stopped node again over its data and ports, all
+// at once, and waits until all are registered.
+func (c *Cluster) Restart(ctx context.Context) error {
+	c.mu.Lock()
+	for _, n := range c.nodes {
+		if !n.Running() {
+			if err := c.startNode(n); err != nil {
+				c.mu.Unlock()
+				return err
+			}
+		}
+	}
+	c.mu.Unlock()
+	return c.WaitReady(ctx, len(c.nodes))
+}
+
 // Stop ends every node with SIGTERM, all at once, SIGKILL after timeout.
 func (c *Cluster) Stop(timeout time.Duration) {
 	var wg sync.WaitGroup
@@ -664,6 +757,9 @@ type SharedState struct {
 	Pids          []int    `json:"pids,omitempty"`
 	Addrs         []string `json:"addrs,omitempty"`
 	InternalAddrs []string `json:"internal_addrs,omitempty"`
+	ScramAddrs    []string `json:"scram_addrs,omitempty"` // SASL_PLAINTEXT, SCRAM-SHA-256/512 (users: admin API)
+	TLSAddrs      []string `json:"tls_addrs,omitempty"`   // SSL, cert CAPEM
+	CAPEM         string   `json:"ca_pem,omitempty"`
 	Error         string   `json:"error,omitempty"`
 	StartSeconds  float64  `json:"start_seconds,omitempty"`
 }

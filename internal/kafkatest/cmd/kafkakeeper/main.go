@@ -52,7 +52,25 @@ func run(dir string, nodes int, idle time.Duration) int {
 	clusterDir := filepath.Join(dir, "cluster")
 	os.RemoveAll(clusterDir)
 	start := time.Now()
-	c, err := apache.Launch(context.Background(), apache.Options{Nodes: nodes, Dir: clusterDir})
+	// Besides the plain client listener: SCRAM (users created by the
+	// tests through the admin API) and TLS, with a cert made here.
+	certPEM, keyPEM, err := apache.SelfSigned()
+	if err == nil {
+		err = os.MkdirAll(clusterDir, 0o700)
+	}
+	certFile, keyFile := filepath.Join(clusterDir, "cert.pem"), filepath.Join(clusterDir, "key.pem")
+	if err == nil {
+		err = os.WriteFile(certFile, certPEM, 0o600)
+	}
+	if err == nil {
+		err = os.WriteFile(keyFile, keyPEM, 0o600)
+	}
+	var c *apache.Cluster
+	if err == nil {
+		c, err = apache.Launch(context.Background(), apache.Options{Nodes: nodes, Dir: clusterDir,
+			CertFile: certFile, KeyFile: keyFile, PlainClient: true,
+			Extra: []apache.Listener{{Name: "SCRAM", SCRAM: true}, {Name: "TLS", TLS: true}}})
+	}
 	if err != nil {
 		writeState(dir, apache.SharedState{KeeperPid: os.Getpid(), Error: err.Error()})
 		return 1
@@ -63,7 +81,8 @@ func run(dir string, nodes int, idle time.Duration) int {
 		os.RemoveAll(clusterDir)
 	}
 	if err := writeState(dir, apache.SharedState{KeeperPid: os.Getpid(), Pids: c.Pids(), Addrs: c.Addrs(),
-		InternalAddrs: c.InternalAddrs(), StartSeconds: time.Since(start).Seconds()}); err != nil {
+		InternalAddrs: c.InternalAddrs(), ScramAddrs: c.ExtraAddrs("SCRAM"), TLSAddrs: c.ExtraAddrs("TLS"), CAPEM: string(certPEM),
+		StartSeconds: time.Since(start).Seconds()}); err != nil {
 		stop()
 		return 1
 	}
