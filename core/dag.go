@@ -186,6 +186,9 @@ func Build(cfg *Config, reg *Registry) (*Graph, error) {
 	if len(cfg.Nodes) == 0 {
 		errs = append(errs, &ConfigError{File: cfg.File, Msg: "empty pipeline: add sources: and sinks:"})
 	}
+	if cycle == nil {
+		errs = append(errs, checkKeepers(nodes)...)
+	}
 	if len(errs) > 0 {
 		return nil, errs.sorted()
 	}

@@ -259,6 +259,7 @@ func (p *Pipeline) provision(ctx context.Context) error {
 		}
 		p.state = st
 	}
+	keepers := keeperOf(p.g)
 	for _, n := range p.g.Nodes {
 		rt := p.rt[n]
 		nc := NodeContext{Name: n.Name, Kind: n.Kind, Logger: rt.log, DryRun: p.opts.DryRun}
@@ -266,7 +267,11 @@ func (p *Pipeline) provision(ctx context.Context) error {
 			nc.State = NewMemKV()
 		} else {
 			nc.StateDir = filepath.Join(p.dataDir, "nodes", n.Name)
-			nc.State = p.state.Node(n.Name)
+			kv, err := p.sourceState(ctx, n, keepers)
+			if err != nil {
+				return err
+			}
+			nc.State = kv
 		}
 		if pr, ok := n.Impl.(Provisioner); ok {
 			if err := pr.Provision(ctx, nc); err != nil {
