@@ -105,8 +105,9 @@ type Status struct {
 }
 
 var (
-	_ core.Source      = (*Source)(nil)
-	_ core.Provisioner = (*Source)(nil)
+	_ core.Source           = (*Source)(nil)
+	_ core.Provisioner      = (*Source)(nil)
+	_ core.CheckpointStager = (*Source)(nil)
 )
 
 // New decodes the node's config.
@@ -141,6 +142,10 @@ func (s *Source) Provision(_ context.Context, nc core.NodeContext) error {
 	s.ann = newAnnotator(s.cons)
 	return nil
 }
+
+// StageCheckpoint marks recs delivered and commits the checkpoint: an
+// exactly-once sink calls it inside the transaction that carries both.
+func (s *Source) StageCheckpoint(recs []*core.Record) error { return s.cons.Stage(recs) }
 
 // annotator takes the annotations job-list holds for a job (the
 // "annotations" attribute of job-list.list; nil when it has none) and

@@ -109,6 +109,7 @@ var (
 	_ io.Closer        = (*Source)(nil)
 
 	_ journal.StatsReporter = (*Source)(nil)
+	_ core.CheckpointStager = (*Source)(nil)
 )
 
 // New decodes the node's config.
@@ -138,6 +139,10 @@ func (s *Source) Provision(_ context.Context, nc core.NodeContext) error {
 	}, kv)
 	return nil
 }
+
+// StageCheckpoint marks recs delivered and commits the checkpoint: an
+// exactly-once sink calls it inside the transaction that carries both.
+func (s *Source) StageCheckpoint(recs []*core.Record) error { return s.cons.Stage(recs) }
 
 // memKV is the checkpoint of a replay without one: it names itself in
 // messages.

@@ -65,6 +65,10 @@ type Checkpoint struct {
 	mu       sync.Mutex
 	jobs     map[uint64]*ckJob // jobs with events in flight or not yet flushed
 	dirty    map[uint64]struct{}
+	// flushMu makes flushes one at a time: when Flush returns, every
+	// change made before it was called is committed, even one that a
+	// concurrent flush had taken (an exactly-once sink counts on it).
+	flushMu sync.Mutex
 }
 
 type ckJob struct {
@@ -392,6 +396,8 @@ func (c *Checkpoint) Forget(id uint64, tsubmit float64) {
 // Flush writes what changed since the last flush in one transaction, and
 // lets go of jobs that need no memory any more.
 func (c *Checkpoint) Flush() error {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
 	// written is an entry as it went into the transaction. c.mu is let go
 	// during the commit: an entry replaced meanwhile (a new incarnation)
 	// or changed again is not the one written and must stay.

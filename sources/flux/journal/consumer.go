@@ -770,5 +770,13 @@ func (c *Consumer) Taken(recs []*core.Record) {
 	}
 }
 
+// Stage marks recs taken and commits the checkpoint before it returns:
+// an exactly-once sink calls it inside its transaction, whose store is
+// the checkpoint's KV (core.CheckpointStager).
+func (c *Consumer) Stage(recs []*core.Record) error {
+	c.Taken(recs)
+	return c.ck.Flush()
+}
+
 // ActiveJobs is the number of jobs held in memory.
 func (c *Consumer) ActiveJobs() int { return len(c.jobs) }
