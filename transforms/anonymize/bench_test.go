@@ -9,9 +9,10 @@ import (
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/transformtest"
 )
 
-const bulk = "../../testdata/flux/journal-bulk2000-live.jsonl.gz"
+const bulk = transformtest.Bulk
 
 // The default profile on the bulk run, raw jobspec (and R) on every record.
 func BenchmarkAnonymize(b *testing.B) {
@@ -22,13 +23,7 @@ func BenchmarkAnonymize(b *testing.B) {
 		b.Run(inc.name, func(b *testing.B) {
 			recs := records(b, bulk, inc.yaml)
 			tr := newTransform(b, "")
-			perCPU(b, func() {
-				for i := 0; i < b.N; i++ {
-					if _, err := tr.Process(context.Background(), recs[i%len(recs)]); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
+			transformtest.Bench(b, tr, recs)
 		})
 	}
 }
@@ -42,7 +37,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	os.WriteFile(key, []byte(testKey), 0o600)
 	var recs int64
 	b.ResetTimer()
-	start := cpuTime()
+	start := transformtest.CPUTime()
 	t0 := time.Now()
 	for i := 0; i < b.N; i++ {
 		data := filepath.Join(dir, "run", string(rune('a'+i%26)), time.Now().Format("150405.000000000"))
@@ -69,7 +64,7 @@ sinks:
 		}
 		recs += 22000
 	}
-	wall, cpu := time.Since(t0), cpuTime()-start
+	wall, cpu := time.Since(t0), transformtest.CPUTime()-start
 	b.ReportMetric(float64(recs)/wall.Seconds(), "records/s")
 	b.ReportMetric(float64(recs)/cpu.Seconds(), "records/cpu-s")
 }

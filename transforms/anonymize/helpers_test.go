@@ -6,20 +6,18 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/fluxstream/fluxstream/core"
-	"github.com/fluxstream/fluxstream/sources/replay"
+	"github.com/fluxstream/fluxstream/internal/transformtest"
 )
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return transformtest.Quiet() }
 
 const testKey = "0123456789abcdef0123456789abcdef"
 
@@ -45,53 +43,23 @@ func newTransform(t testing.TB, yaml string) *Transform {
 	return tr.(*Transform)
 }
 
-type collector struct {
-	mu   sync.Mutex
-	recs []*core.Record
-}
+const includeAll = transformtest.IncludeAll
 
-func (c *collector) Emit(_ context.Context, recs []*core.Record, ack func()) error {
-	c.mu.Lock()
-	c.recs = append(c.recs, recs...)
-	c.mu.Unlock()
-	ack()
-	return nil
-}
-
-const includeAll = "include: {jobspec: always, R: always, eventlog: always}\n"
-
-// records replays a journal (as schemas/schemas_test.go does) and returns
-// what the source emits, each job's user named fluxuser (uid 6001, as on
-// the machine that recorded the fixtures).
+// records replays a journal and returns what the source emits, each
+// job's user named fluxuser (uid 6001, as on the machine that recorded
+// the fixtures).
 func records(t testing.TB, path, include string) []*core.Record {
 	t.Helper()
-	nc, err := core.ParseNodeConfig(core.KindSource, "src", []byte("path: "+path+"\nuser_lookup: none\ncluster: test\n"+include))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := replay.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src.(core.Provisioner).Provision(context.Background(), core.NodeContext{Name: "src", Logger: quiet()})
-	defer src.(io.Closer).Close()
-	c := &collector{}
-	if err := src.Run(context.Background(), c); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range c.recs {
+	recs := transformtest.Records(t, path, include)
+	for _, r := range recs {
 		if r.Job != nil && r.Job.UserID == 6001 {
 			r.Job.Username = "fluxuser"
 		}
 	}
-	return c.recs
+	return recs
 }
 
-var fixtures = []string{
-	"../../testdata/flux/journal-scenario-live-full.jsonl",
-	"../../testdata/flux/journal-backlog-full-before-purge.jsonl",
-	"../../testdata/flux/journal-bulk2000-live.jsonl.gz",
-}
+var fixtures = []string{transformtest.Scenario, transformtest.Backlog, transformtest.Bulk}
 
 // personal collects what names the person in the fixtures: the user's
 // name and uid, and from every jobspec the cwd, the job name and each

@@ -2,73 +2,33 @@ package filter_test
 
 import (
 	"bytes"
-	"context"
 	"flag"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/transformtest"
 	"github.com/fluxstream/fluxstream/schemas"
-	"github.com/fluxstream/fluxstream/sources/replay"
 	"github.com/fluxstream/fluxstream/transforms/filter"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-type collector struct {
-	mu   sync.Mutex
-	recs []*core.Record
-}
-
-func (c *collector) Emit(_ context.Context, recs []*core.Record, ack func()) error {
-	c.mu.Lock()
-	c.recs = append(c.recs, recs...)
-	c.mu.Unlock()
-	ack()
-	return nil
-}
-
-func records(t testing.TB, path string) []*core.Record {
-	t.Helper()
-	nc, _ := core.ParseNodeConfig(core.KindSource, "src", []byte("path: "+path+"\nuser_lookup: none\ncluster: test\ninclude: {jobspec: always, R: always, eventlog: always}\n"))
-	src, err := replay.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src.(core.Provisioner).Provision(context.Background(), core.NodeContext{Name: "src", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	defer src.(io.Closer).Close()
-	c := &collector{}
-	if err := src.Run(context.Background(), c); err != nil {
-		t.Fatal(err)
-	}
-	return c.recs
-}
-
 func newFilter(t testing.TB, yaml string) *filter.Transform {
 	t.Helper()
-	nc, err := core.ParseNodeConfig(core.KindTransform, "trim", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := filter.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.(*filter.Transform)
+	return transformtest.Node[*filter.Transform](t, "trim", yaml, filter.New)
 }
 
 func process(t testing.TB, tr core.Transform, r *core.Record) *core.Record {
 	t.Helper()
-	out, err := tr.Process(context.Background(), r)
-	if err != nil || len(out) != 1 {
-		t.Fatalf("%s: %v", r.ID, err)
-	}
-	return out[0]
+	return transformtest.Process(t, tr, r)
+}
+
+func records(t testing.TB, path string) []*core.Record {
+	t.Helper()
+	return transformtest.Records(t, path, transformtest.IncludeAll)
 }
 
 var rec = &core.Record{Kind: core.KindEvent, ID: "1:submit:2", Cluster: "c", Source: "s",
@@ -204,20 +164,14 @@ func TestFixturesGolden(t *testing.T) {
 }
 
 func BenchmarkFilter(b *testing.B) {
-	recs := records(b, "../../testdata/flux/journal-bulk2000-live.jsonl.gz")
+	recs := records(b, transformtest.Bulk)
 	for _, c := range []struct{ name, yaml string }{
 		{"exclude", "exclude: [jobspec.attributes.system.shell, R.execution.properties, job.annotations, eventlog]\n"},
 		{"include", "include: [event, job.state, job.result, job.queue, job.t_*, jobspec.tasks.*.command]\n"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			tr := newFilter(b, c.yaml)
-			perCPU(b, func() {
-				for i := 0; i < b.N; i++ {
-					if _, err := tr.Process(context.Background(), recs[i%len(recs)]); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
+			transformtest.Bench(b, tr, recs)
 		})
 	}
 }

@@ -2,47 +2,21 @@ package route_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/internal/builtin"
-	"github.com/fluxstream/fluxstream/sources/replay"
+	"github.com/fluxstream/fluxstream/internal/transformtest"
 	"github.com/fluxstream/fluxstream/transforms/route"
 )
 
-type collector struct {
-	mu   sync.Mutex
-	recs []*core.Record
-}
-
-func (c *collector) Emit(_ context.Context, recs []*core.Record, ack func()) error {
-	c.mu.Lock()
-	c.recs = append(c.recs, recs...)
-	c.mu.Unlock()
-	ack()
-	return nil
-}
-
 func records(t testing.TB, path string) []*core.Record {
 	t.Helper()
-	nc, _ := core.ParseNodeConfig(core.KindSource, "src", []byte("path: "+path+"\nuser_lookup: none\ncluster: test\n"))
-	src, err := replay.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src.(core.Provisioner).Provision(context.Background(), core.NodeContext{Name: "src", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	defer src.(io.Closer).Close()
-	c := &collector{}
-	if err := src.Run(context.Background(), c); err != nil {
-		t.Fatal(err)
-	}
-	return c.recs
+	return transformtest.Records(t, path, transformtest.IncludeDefault)
 }
 
 const routes = `routes:
@@ -194,9 +168,9 @@ sinks:
 }
 
 func BenchmarkRoute(b *testing.B) {
-	recs := records(b, "../../testdata/flux/journal-bulk2000-live.jsonl.gz")
+	recs := records(b, transformtest.Bulk)
 	rt := newRouter(b, "routes:\n  debug: 'job.queue == \"debug\"'\n  clean: 'event.name == \"clean\"'\n")
-	perCPU(b, func() {
+	transformtest.PerCPU(b, func() {
 		for i := 0; i < b.N; i++ {
 			if _, err := rt.Route(context.Background(), recs[i%len(recs)]); err != nil {
 				b.Fatal(err)

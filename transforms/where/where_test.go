@@ -4,49 +4,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/internal/builtin"
-	"github.com/fluxstream/fluxstream/sources/replay"
+	"github.com/fluxstream/fluxstream/internal/transformtest"
 	"github.com/fluxstream/fluxstream/transforms/where"
 )
 
-type collector struct {
-	mu   sync.Mutex
-	recs []*core.Record
-}
-
-func (c *collector) Emit(_ context.Context, recs []*core.Record, ack func()) error {
-	c.mu.Lock()
-	c.recs = append(c.recs, recs...)
-	c.mu.Unlock()
-	ack()
-	return nil
-}
-
 func records(t testing.TB, path string) []*core.Record {
 	t.Helper()
-	nc, err := core.ParseNodeConfig(core.KindSource, "src", []byte("path: "+path+"\nuser_lookup: none\ncluster: test\ninclude: {jobspec: always, R: always}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := replay.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src.(core.Provisioner).Provision(context.Background(), core.NodeContext{Name: "src", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	defer src.(io.Closer).Close()
-	c := &collector{}
-	if err := src.Run(context.Background(), c); err != nil {
-		t.Fatal(err)
-	}
-	return c.recs
+	return transformtest.Records(t, path, transformtest.IncludeRaw)
 }
 
 const scenario = "../../testdata/flux/journal-scenario-live-full.jsonl"
@@ -204,7 +174,7 @@ sinks:
 }
 
 func BenchmarkWhere(b *testing.B) {
-	recs := records(b, "../../testdata/flux/journal-bulk2000-live.jsonl.gz")
+	recs := records(b, transformtest.Bulk)
 	for _, c := range []struct{ name, expr string }{
 		{"event.name", `event.name == "clean"`},
 		{"snapshot", `event.name == "clean" && job.result != "COMPLETED" && job.queue in ["batch", "debug"]`},
@@ -212,13 +182,7 @@ func BenchmarkWhere(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			tr := newWhere(b, "expr: '"+c.expr+"'")
-			perCPU(b, func() {
-				for i := 0; i < b.N; i++ {
-					if _, err := tr.Process(context.Background(), recs[i%len(recs)]); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
+			transformtest.Bench(b, tr, recs)
 		})
 	}
 }
