@@ -488,3 +488,7 @@ func (b *diskBuffer) Close() error {
 func (b *diskBuffer) Pending() (int64, int64) {
 	return int64(b.sp.Len()), b.sp.Bytes()
 }
+
+// span is the spool's undelivered range of seqs [acked, next), for the
+// oldest-undelivered age (stats.go).
+func (b *diskBuffer) span() (acked, next uint64) { return b.sp.Acked(), b.sp.Next() }

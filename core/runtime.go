@@ -63,6 +63,8 @@ type Pipeline struct {
 	// fatal stops the sources when a part fails for good (a spool whose
 	// fsync failed); set by Run.
 	fatal func(error)
+	phase atomic.Int32 // index into phases, for Health
+	obs   atomic.Pointer[SinkObserver]
 }
 
 func (p *Pipeline) fail(err error) {
@@ -77,6 +79,7 @@ type nodeRuntime struct {
 	stats  SinkStats
 	dlq    *deadLetters
 	runner atomic.Pointer[sinkRunner] // sinks only, nil in dry-run
+	srcRun atomic.Int32               // sources: index into sourceRuns
 	// rate-limit for per-record error logs
 	mu       sync.Mutex
 	lastWarn time.Time
@@ -123,7 +126,7 @@ func (p *Pipeline) Stats() []StatsSnapshot {
 			In: rt.stats.In.Load(), Out: rt.stats.Out.Load(), Dropped: rt.stats.Dropped.Load(), Errors: rt.stats.Errors.Load(),
 			Retries: rt.stats.Retries.Load(), DeadLettered: rt.stats.DeadLettered.Load(), BufferDropped: rt.stats.BufferDropped.Load()}
 		if r := rt.runner.Load(); r != nil {
-			s.PendingRecords, s.PendingBytes = r.buf.Pending()
+			r.snapshot(&s)
 		}
 		out = append(out, s)
 	}
@@ -139,6 +142,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		if cerr := p.closeAll(); err == nil {
 			err = cerr
 		}
+		p.phase.Store(phaseStopped)
 	}()
 	srcCtx, cancelSources := context.WithCancelCause(ctx)
 	defer cancelSources(nil)
@@ -165,8 +169,10 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		err error
 	}
 	results := make(chan result, len(p.g.Sources()))
+	p.phase.Store(phaseRunning)
 	for _, n := range p.g.Sources() {
 		em := newEmitter(srcCtx, p, n)
+		p.rt[n].srcRun.Store(srcRunning)
 		go func() {
 			err := n.Impl.(Source).Run(srcCtx, em)
 			// What was emitted still goes through the DAG before the
@@ -182,9 +188,12 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		res := <-results
 		switch {
 		case res.err == nil:
+			p.rt[res.n].srcRun.Store(srcFinished)
 			p.rt[res.n].log.Info("source finished")
 		case errors.Is(res.err, context.Canceled) && srcCtx.Err() != nil:
+			p.rt[res.n].srcRun.Store(srcStopped)
 		default:
+			p.rt[res.n].srcRun.Store(srcFailed)
 			p.rt[res.n].log.Error("source failed; shutting down", "error", res.err)
 			if runErr == nil {
 				runErr = fmt.Errorf("source %s: %w", res.n.Name, res.err)
@@ -196,6 +205,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		runErr = cause // a sink's spool failed for good
 	}
 
+	p.phase.Store(phaseStopping)
 	// Drain: sinks deliver what they hold. After a signal or a failure the
 	// drain is bounded; after a finite source ran out, it is complete
 	// unless a signal comes.
@@ -300,7 +310,9 @@ func (p *Pipeline) provision(ctx context.Context) error {
 			}
 			buf = db
 		}
-		rt.runner.Store(&sinkRunner{p: p, rt: rt, sink: n.Impl.(Sink), buf: buf})
+		r := &sinkRunner{p: p, rt: rt, sink: n.Impl.(Sink), buf: buf}
+		r.notePushed(0) // what an earlier run left spooled
+		rt.runner.Store(r)
 	}
 	return nil
 }
@@ -487,7 +499,12 @@ func (p *Pipeline) accept(ctx context.Context, n *Node, recs []*Record) error {
 		if p.opts.DryRun {
 			return p.dryRun(ctx, n, impl, recs)
 		}
-		return rt.runner.Load().buf.Push(ctx, recs)
+		r := rt.runner.Load()
+		if err := r.buf.Push(ctx, recs); err != nil {
+			return err
+		}
+		r.notePushed(len(recs))
+		return nil
 	}
 	return fmt.Errorf("node %s: %T is no component", n.Name, n.Impl)
 }
@@ -607,6 +624,9 @@ type sinkRunner struct {
 	rt   *nodeRuntime
 	sink Sink
 	buf  buffer
+	// for the oldest-undelivered age (stats.go)
+	ages               ageMarks
+	memPushed, memDone atomic.Uint64
 }
 
 func (s *sinkRunner) run(ctx context.Context) {
@@ -624,12 +644,14 @@ func (s *sinkRunner) run(ctx context.Context) {
 		}
 		if len(batch) == 0 { // every entry read was dead-lettered
 			s.buf.Done(t)
+			s.noteDone(t)
 			continue
 		}
 		if !s.deliver(ctx, batch) {
 			return // shutdown timeout: the batch stays undelivered
 		}
 		s.buf.Done(t)
+		s.noteDone(t)
 	}
 }
 
@@ -638,8 +660,11 @@ func (s *sinkRunner) deliver(ctx context.Context, batch []*Record) bool {
 	backoff := n.Retry.InitialBackoff
 	var failingSince time.Time
 	var lastLog time.Time
+	defer s.delivered()
 	for attempt := 1; ; attempt++ {
+		start := s.writing(len(batch))
 		err := s.sink.Write(ctx, batch)
+		s.wrote(len(batch), start, err)
 		if err == nil {
 			s.rt.stats.Out.Add(int64(len(batch)))
 			if !failingSince.IsZero() {
@@ -683,6 +708,7 @@ func (s *sinkRunner) deliver(ctx context.Context, batch []*Record) bool {
 		s.rt.stats.Retries.Add(1)
 		if failingSince.IsZero() {
 			failingSince = time.Now()
+			s.failing(failingSince)
 		}
 		if time.Since(lastLog) > 30*time.Second {
 			lastLog = time.Now()
