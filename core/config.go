@@ -31,7 +31,7 @@ var envNotConfig = map[string]bool{"FLUXSTREAM_CONFIG": true}
 // topLevelKeys are the config's top-level keys: a FLUXSTREAM_* variable
 // overrides config only under one of them.
 var topLevelKeys = map[string]bool{"data_dir": true, "cluster": true, "log": true, "shutdown_timeout": true,
-	"sources": true, "transforms": true, "sinks": true}
+	"http": true, "sources": true, "transforms": true, "sinks": true}
 
 // Config is a loaded, interpolated, but not yet built pipeline config.
 type Config struct {
@@ -40,6 +40,7 @@ type Config struct {
 	Cluster         string        // default cluster name for sources
 	Log             LogConfig     //
 	ShutdownTimeout time.Duration // how long sinks may take to drain at shutdown
+	HTTP            *HTTPConfig   // metrics and health endpoints; nil: off
 	Nodes           []*NodeConfig // sources, transforms, sinks, sorted by kind then name
 	// Warnings are problems that do not stop validate, graph or dry-run
 	// (a secret file missing on this machine); see Graph.Warnings.
@@ -443,10 +444,10 @@ func LoadConfig(name string, data []byte, opts LoadOptions) (*Config, error) {
 
 	for key := range root {
 		switch key {
-		case "data_dir", "cluster", "log", "shutdown_timeout", "sources", "transforms", "sinks":
+		case "data_dir", "cluster", "log", "shutdown_timeout", "http", "sources", "transforms", "sinks":
 		default:
 			msg := "unknown top-level key"
-			if s := suggest(key, []string{"data_dir", "cluster", "log", "shutdown_timeout", "sources", "transforms", "sinks"}); s != "" {
+			if s := suggest(key, []string{"data_dir", "cluster", "log", "shutdown_timeout", "http", "sources", "transforms", "sinks"}); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			errs = append(errs, cfg.errAt(key, msg))
@@ -481,6 +482,10 @@ func LoadConfig(name string, data []byte, opts LoadOptions) (*Config, error) {
 	case "", "text", "json":
 	default:
 		errs = append(errs, cfg.errAt("log.format", fmt.Sprintf("unknown format %q (text, json)", cfg.Log.Format)))
+	}
+
+	if v, ok := root["http"]; ok {
+		errs = append(errs, cfg.loadHTTP(v)...)
 	}
 
 	seen := map[string]string{}
