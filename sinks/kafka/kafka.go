@@ -82,6 +82,20 @@ type Config struct {
 	DialTimeout     time.Duration `yaml:"dial_timeout"`
 	TLS             TLSConfig     `yaml:"tls"`
 	SASL            SASLConfig    `yaml:"sasl"`
+	// ExactlyOnce writes every batch in a Kafka transaction together
+	// with the source's checkpoint (see exactlyonce.go); it needs
+	// buffer: {type: memory} and one flux or replay source that feeds
+	// only this sink.
+	ExactlyOnce bool `yaml:"exactly_once"`
+	// TransactionalID names the transactional producer; a process that
+	// starts with it fences the one before. Default:
+	// fluxstream-CLUSTER-NODE.
+	TransactionalID string `yaml:"transactional_id"`
+	// CheckpointTopic holds the checkpoint (compacted, one partition,
+	// created if missing). Default: the topic (with {{cluster}} filled
+	// in) and ".fluxstream-checkpoint".
+	CheckpointTopic    string        `yaml:"checkpoint_topic"`
+	TransactionTimeout time.Duration `yaml:"transaction_timeout"`
 }
 
 // TLSConfig enables TLS to the brokers.
@@ -150,6 +164,12 @@ func (c *Config) Validate() error {
 	if c.DeliveryTimeout > 0 && c.DeliveryTimeout < 100*time.Millisecond {
 		errs = append(errs, core.Fieldf("delivery_timeout", "%s is too short (at least 100ms)", c.DeliveryTimeout))
 	}
+	if c.ExactlyOnce && !*c.Idempotent {
+		errs = append(errs, core.Fieldf("idempotent", "exactly_once needs the idempotent producer"))
+	}
+	if c.TransactionTimeout < time.Second || c.TransactionTimeout > 15*time.Minute {
+		errs = append(errs, core.Fieldf("transaction_timeout", "%s is out of range (1s to 15m, Kafka's transaction.max.timeout.ms by default)", c.TransactionTimeout))
+	}
 	if c.DeliveryTimeout <= 0 || c.DialTimeout <= 0 || c.MaxBuffered <= 0 || c.BatchBytes <= 0 {
 		errs = append(errs, core.Fieldf("", "delivery_timeout, dial_timeout, max_buffered_records and batch_max_bytes must be positive"))
 	}
@@ -195,6 +215,8 @@ type Sink struct {
 	// so the next Write finds them here and waits on them again.
 	mu       sync.Mutex
 	inflight map[*core.Record]*produced
+
+	eo *exactlyOnce // exactly_once only
 }
 
 // produced is the outcome of one record handed to the producer.
@@ -214,13 +236,18 @@ var (
 func New(nc *core.NodeConfig) (core.Sink, error) {
 	s := &Sink{name: nc.Name, cfg: Config{Key: "job", ClientID: "fluxstream", Compression: "lz4",
 		Linger: 5 * time.Millisecond, BatchBytes: 1 << 20, MaxBuffered: 100000,
-		DeliveryTimeout: 30 * time.Second, DialTimeout: 10 * time.Second}}
+		DeliveryTimeout: 30 * time.Second, DialTimeout: 10 * time.Second, TransactionTimeout: 40 * time.Second}}
+	t := true
+	s.cfg.Idempotent = &t
 	if err := nc.Decode(&s.cfg); err != nil {
 		return nil, err
 	}
-	if s.cfg.Idempotent == nil {
-		t := true
-		s.cfg.Idempotent = &t
+	if s.cfg.ExactlyOnce {
+		eo, err := newExactlyOnce(nc, &s.cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.eo = eo
 	}
 	s.topic = topicFunc(s.cfg.Topic)
 	s.redact = s.cfg.redactor()
@@ -319,16 +346,33 @@ func (t TLSConfig) config() (*tls.Config, error) {
 	return tc, nil
 }
 
-// Provision creates the client (it connects lazily).
+// Provision creates the client (it connects lazily). With exactly_once,
+// OpenCheckpoint made it already.
 func (s *Sink) Provision(_ context.Context, nc core.NodeContext) error {
-	s.log = nc.Logger
+	s.setup(nc.Logger)
+	if nc.DryRun {
+		return nil
+	}
+	return s.newClient()
+}
+
+// setup makes the logging parts, once.
+func (s *Sink) setup(log *slog.Logger) {
+	if s.limit != nil {
+		return
+	}
+	s.log = log
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.limit = logutil.NewLimiter(s.log, logutil.LogEvery, time.Now)
 	s.kgoLog = &kgoLogger{limit: s.limit, redact: s.redact}
 	s.inflight = make(map[*core.Record]*produced)
-	if nc.DryRun {
+}
+
+// newClient makes the producer, once: transactional with exactly_once.
+func (s *Sink) newClient() error {
+	if s.client != nil {
 		return nil
 	}
 	opts, err := s.cfg.Options()
@@ -336,6 +380,9 @@ func (s *Sink) Provision(_ context.Context, nc core.NodeContext) error {
 		return s.redact.Error(err)
 	}
 	opts = append(opts, kgo.WithLogger(s.kgoLog))
+	if s.eo != nil {
+		opts = append(opts, kgo.TransactionalID(s.eo.txid), kgo.TransactionTimeout(s.cfg.TransactionTimeout))
+	}
 	s.client, err = kgo.NewClient(opts...)
 	return s.redact.Error(err)
 }
@@ -500,6 +547,9 @@ func sortedKeys(m map[string]string) []string {
 func (s *Sink) Write(ctx context.Context, batch []*core.Record) error {
 	if len(batch) == 0 {
 		return nil
+	}
+	if s.eo != nil {
+		return s.writeTxn(ctx, batch)
 	}
 	var be core.BatchError
 	var firstErr error // first retryable failure, for the message
@@ -753,6 +803,7 @@ func (s *Sink) Close(ctx context.Context) error {
 	if s.client == nil {
 		return nil
 	}
+	s.closeTxn(ctx)
 	err := s.client.Flush(ctx)
 	s.client.Close()
 	s.client = nil
