@@ -221,12 +221,13 @@ sinks:
     brokers: [%s]
     topic: %s
     exactly_once: true
+    transactional_id: %s
     delivery_timeout: 2s
     dial_timeout: 2s
     buffer: {type: memory, max_records: 2000}
     batch: {max_records: 500}
     retry: {initial_backoff: 50ms, max_backoff: 500ms}
-`, journal, strings.Join(addrs, ", "), topic)
+`, journal, strings.Join(addrs, ", "), topic, topic)
 }
 
 // A replay through avro into Kafka with exactly_once: a read_committed
@@ -393,9 +394,10 @@ sinks:
     brokers: [%s]
     topic: %s
     exactly_once: %v
+    transactional_id: %s
     buffer: {type: memory, max_records: 5000}
     batch: {max_records: 1000}
-`, journal, strings.Join(a.Addrs(), ", "), topic, mode == "exactly_once")
+`, journal, strings.Join(a.Addrs(), ", "), topic, mode == "exactly_once", topic)
 				g := coretest.Build(b, eoRegistry(), cfg)
 				p := core.NewPipeline(g, core.RunOptions{DataDir: b.TempDir(), Logger: coretest.Quiet()})
 				c0 := cpuTime()

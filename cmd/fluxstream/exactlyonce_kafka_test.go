@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fluxstream/fluxstream/internal/crosscheck"
+	"github.com/fluxstream/fluxstream/internal/kafkatest"
+	"github.com/fluxstream/fluxstream/sinks/kafka"
+	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
+)
+
+// committedIDs reads topic as a read_committed consumer from the start to
+// the end it has when called: record id -> count. Commit markers are kept
+// so that the read knows when it got to the end.
+func committedIDs(t *testing.T, addrs []string, topic string) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	adm, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	end := map[int32]int64{}
+	start := map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			end[o.Partition] = o.Offset
+			start[o.Partition] = kgo.NewOffset().AtStart()
+		}
+	})
+	ids := map[string]int{}
+	if len(end) == 0 {
+		return ids
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	next := map[int32]int64{}
+	for done := false; !done; {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %s: got to %v of %v: %v", topic, next, end, ctx.Err())
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset >= end[r.Partition] {
+				return
+			}
+			next[r.Partition] = r.Offset + 1
+			if !r.Attrs.IsControl() {
+				ids[recordHeader(r, kafka.HeaderID)]++
+			}
+		})
+		done = true
+		for p, e := range end {
+			done = done && next[p] >= e
+		}
+	}
+	return ids
+}
+
+// kcatCommittedIDs is the same read by librdkafka (kcat), read_committed.
+func kcatCommittedIDs(t *testing.T, addr, topic string) map[string]int {
+	t.Helper()
+	out, err := exec.Command("kcat", "-C", "-b", addr, "-t", topic, "-e", "-q",
+		"-X", "isolation.level=read_committed", "-f", "%h\n").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out)
+	}
+	ids := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		for _, h := range strings.Split(l, ",") {
+			if id, ok := strings.CutPrefix(h, kafka.HeaderID+"="); ok {
+				ids[id]++
+			}
+		}
+	}
+	return ids
+}
+
+// With exactly_once, kill -9 at 20 random points (while Flux runs the
+// scenario, while a restart reads the backlog, around the purge) leaves a
+// read_committed consumer with every committed event exactly once: no
+// duplicate at all (purge records included), nothing missing.
+func TestKill9ExactlyOnceKafka(t *testing.T) {
+	a := kafkatest.SharedApache(t)
+	topic := kafkatest.TopicName(t)
+	a.CreateTopic(t, topic, 3, nil)
+	r := newDeliveryRig(t, fmt.Sprintf(`
+  kafka:
+    type: kafka
+    inputs: [flux]
+    brokers: [%s]
+    topic: %s
+    exactly_once: true
+    transactional_id: %s
+    dial_timeout: 2s
+    delivery_timeout: 2s
+    buffer: {type: memory}
+    batch: {max_records: 50}
+    retry: {initial_backoff: 20ms, max_backoff: 200ms}
+`, strings.Join(a.Addrs(), ", "), topic, topic))
+	purgeAt := r.in.PosAfterResponses(fluxtest.ScenarioPurgeAfter)
+	t.Cleanup(func() {
+		if t.Failed() && os.Getenv("FXS_TEST_DEBUG") != "" {
+			os.WriteFile("/tmp/fxs-debug-log.txt", r.allLogs.Bytes(), 0o600)
+		}
+	})
+
+	r.start()
+	stepKill(r, purgeAt, 8) // the live scenario, eight kills on the way
+	for range 2 {
+		r.randomKill(300 * time.Millisecond) // a restart reads the before-purge backlog
+	}
+	// The jobs to be purged are in Kafka before Flux purges them.
+	waitCommitted(r, a.Addrs(), topic, r.backlogEvents(purgeAt))
+	r.stepTo(purgeAt+1, 0) // the purge
+	r.randomKill(100 * time.Millisecond)
+	stepKill(r, r.in.Len(), 6)
+	for range 3 {
+		r.randomKill(200 * time.Millisecond)
+	}
+	committed, all := r.expected()
+	waitCommitted(r, a.Addrs(), topic, committed)
+	r.stop() // a clean stop: no transaction stays open
+
+	check := func(who string, got map[string]int) {
+		t.Helper()
+		var dups, missing, foreign []string
+		records := 0
+		purges := 0
+		for id, n := range got {
+			records += n
+			if n > 1 {
+				dups = append(dups, fmt.Sprintf("%s x%d", id, n))
+			}
+			switch {
+			case strings.Contains(id, ":purge"):
+				purges++
+			case !all[id]:
+				foreign = append(foreign, id)
+			}
+		}
+		for id := range committed {
+			if got[id] == 0 {
+				missing = append(missing, id)
+			}
+		}
+		sort.Strings(dups)
+		sort.Strings(missing)
+		if len(dups) > 0 || len(missing) > 0 || len(foreign) > 0 {
+			t.Errorf("%s after %d kill -9: %d duplicates (e.g. %v), %d committed events missing (e.g. %v), %d records the journal never had (e.g. %v)",
+				who, r.kills, len(dups), first(dups), len(missing), first(missing), len(foreign), first(foreign))
+			return
+		}
+		t.Logf("%s (read_committed) after %d kill -9: %d records, 0 duplicates, all %d committed events, %d purge records",
+			who, r.kills, records, len(committed), purges)
+	}
+	check("franz-go", committedIDs(t, a.Addrs(), topic))
+	if r.kills != 20 {
+		t.Fatalf("%d kills, want 20", r.kills)
+	}
+	crosscheck.Need(t, "kcat (Debian's kcat)", crosscheck.Command("kcat"))
+	check("kcat", kcatCommittedIDs(t, a.Addrs()[0], topic))
+}
+
+// stepKill advances the instance to position k, one item every 2ms,
+// killing fluxstream at kills random positions on the way; each kill
+// waits until the process has read its checkpoint and is streaming, then
+// up to 50ms more, so that it lands while transactions are in flight.
+func stepKill(r *deliveryRig, k, kills int) {
+	r.t.Helper()
+	killAt := map[int]int{}
+	from := r.in.Pos()
+	for range kills {
+		if k > from {
+			killAt[from+r.rng.IntN(k-from)]++
+		}
+	}
+	for r.in.Pos() < k {
+		for range killAt[r.in.Pos()] {
+			deadline := time.Now().Add(60 * time.Second)
+			for !strings.Contains(r.proc.log.String(), "backlog read; following live events") {
+				if time.Now().After(deadline) {
+					r.t.Fatalf("fluxstream did not come up; log:\n%s", r.proc.log)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(time.Duration(r.rng.IntN(50)) * time.Millisecond)
+			r.kill9()
+			r.start()
+		}
+		r.in.Step(1)
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func first(s []string) []string { return s[:min(3, len(s))] }
+
+// waitCommitted polls until a read_committed consumer sees every id of
+// want.
+func waitCommitted(r *deliveryRig, addrs []string, topic string, want map[string]bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := committedIDs(r.t, addrs, topic)
+		missing := 0
+		for id := range want {
+			if got[id] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("Kafka (read_committed) still misses %d of %d events; log of the last process:\n%s", missing, len(want), r.proc.log)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
