@@ -434,6 +434,10 @@ type Status struct {
 	LastErr  error // the last failure, nil after a success
 }
 
+// Restarts is how many times the plugin was started again after its first
+// start (it exited, hung or failed to start); metrics report it.
+func (s *Sink) Restarts() int { return max(int(s.starts.Load())-1, 0) }
+
 // Status reports the plugin's state; it does not wait for a running Write.
 func (s *Sink) Status() Status {
 	s.errMu.Lock()

@@ -528,6 +528,22 @@ func (s *Source) cancel(conn *connector.Conn, call *connector.Call) {
 	}
 }
 
+var _ core.StateReporter = (*Source)(nil)
+
+// SourceState says whether the source is connected (readiness checks).
+func (s *Source) SourceState() core.SourceState {
+	st := s.Status()
+	switch {
+	case st.Connected && st.InBacklog:
+		return core.SourceState{Connected: true, Detail: "reading the backlog"}
+	case st.Connected:
+		return core.SourceState{Connected: true}
+	case st.LastError != "":
+		return core.SourceState{Detail: fmt.Sprintf("disconnected from %s: %s; retrying", s.cfg.URI, st.LastError)}
+	}
+	return core.SourceState{Detail: "connecting to " + s.cfg.URI}
+}
+
 // Status reports the connection state.
 func (s *Source) Status() Status {
 	s.mu.Lock()

@@ -13,6 +13,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -27,6 +28,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -204,6 +206,9 @@ type partition struct {
 	committed kgo.EpochOffset
 	commit    kgo.EpochOffset // what may be committed: after the acked prefix
 	dirty     bool
+	// From the latest fetch, for the consumer lag (seen: there was one).
+	end, logStart int64
+	seen          bool
 }
 
 // span is the records of one partition in one emitted batch.
@@ -493,6 +498,7 @@ func (s *Source) Run(ctx context.Context, out core.Emitter) error {
 			}
 			s.limit.Log(slog.LevelWarn, "fetch", "fetch failed; retrying", "topic", topic, "partition", p, "error", s.redact.String(err.Error()))
 		})
+		s.noteEnds(fs)
 		var recs []*core.Record
 		var ms []*kgo.Record
 		fs.EachRecord(func(m *kgo.Record) { ms = append(ms, m) })
@@ -852,4 +858,48 @@ func knownSchemas() []knownSchema {
 		known.list = []knownSchema{{fp: le(avrorec.Schema), schema: nil}, {fp: le(avrorec.V1), schema: avrorec.V1}}
 	})
 	return known.list
+}
+
+// noteEnds keeps each owned partition's high watermark from a fetch.
+func (s *Source) noteEnds(fs kgo.Fetches) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if pt := s.parts[tp{p.Topic, p.Partition}]; pt != nil && p.Err == nil && p.HighWatermark >= 0 {
+			pt.end, pt.logStart, pt.seen = p.HighWatermark, p.LogStartOffset, true
+		}
+	})
+}
+
+// PartitionLag is one partition's consumer lag.
+type PartitionLag struct {
+	Topic     string
+	Partition int32
+	Lag       int64 // records between the group's committed offset and the high watermark
+}
+
+// ConsumerLag reports the lag of every owned partition a fetch has shown
+// (metrics: LagMetric), sorted by topic and partition.
+func (s *Source) ConsumerLag() []PartitionLag {
+	if s.client == nil {
+		return nil
+	}
+	committed := s.client.CommittedOffsets()
+	s.mu.Lock()
+	out := make([]PartitionLag, 0, len(s.parts))
+	for key, pt := range s.parts {
+		if !pt.seen {
+			continue
+		}
+		from := max(pt.logStart, 0) // nothing committed yet: the whole partition
+		if c, ok := committed[key.topic][key.part]; ok && c.Offset >= 0 {
+			from = c.Offset
+		}
+		out = append(out, PartitionLag{Topic: key.topic, Partition: key.part, Lag: max(pt.end-from, 0)})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b PartitionLag) int {
+		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	return out
 }

@@ -121,6 +121,9 @@ type Stats struct {
 	// Checkpoint names where the checkpoint is kept ("DATA_DIR/state.db
 	// bucket node:NAME").
 	Checkpoint string
+	// Newest is the newest event timestamp taken in (unix seconds; 0
+	// before any): now minus it is the journal lag.
+	Newest float64
 }
 
 // StatsReporter is what a source built on the consumer offers: the flux
@@ -259,6 +262,7 @@ func (c *Consumer) tally(d Counts) {
 	}
 	c.stats.Stream.add(d)
 	c.stats.Total.add(d)
+	c.stats.Newest = c.lastTS
 	c.statsMu.Unlock()
 }
 
