@@ -167,9 +167,14 @@ func (p *Pipeline) Health() Health {
 	return h
 }
 
-// Node returns the component of the node called name (nil if none):
-// metrics ask components for what only they know.
+// Node returns the component of the node called name (nil if none), once
+// Run has provisioned the nodes (nil before: a component's accessors are
+// not safe while it is set up). Metrics ask components for what only
+// they know.
 func (p *Pipeline) Node(name string) any {
+	if p.phase.Load() == phaseStarting {
+		return nil
+	}
 	for _, n := range p.g.Nodes {
 		if n.Name == name {
 			return n.Impl
