@@ -358,6 +358,14 @@ func tool(name string) (string, error) {
 	return path, nil
 }
 
+// Pids are the nodes' JVM process ids.
+func (a *Apache) Pids() []int {
+	if a.cluster != nil {
+		return a.cluster.Pids()
+	}
+	return append([]int(nil), a.state.Pids...)
+}
+
 // Cluster is the started cluster, nil for the shared one.
 func (a *Apache) Cluster() *apache.Cluster { return a.cluster }
 
@@ -480,6 +488,10 @@ func (a *Apache) Records(t testing.TB, topic string) []*kgo.Record {
 	t.Helper()
 	return readTopic(t, func(opts ...kgo.Opt) *kgo.Client { return a.Client(t, opts...) }, topic)
 }
+
+// SelfSigned makes a throwaway cert for 127.0.0.1 (its own CA) and its
+// PKCS#8 key, PEM: e.g. a CA that a cluster's cert does not chain to.
+func SelfSigned(t testing.TB) (certPEM, keyPEM []byte) { t.Helper(); return selfSigned(t) }
 
 // selfSigned makes a cert for 127.0.0.1 and its PKCS#8 key, PEM.
 func selfSigned(t testing.TB) (certPEM, keyPEM []byte) {

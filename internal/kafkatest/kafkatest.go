@@ -332,6 +332,16 @@ func (c *Cluster) Restart() {
 	c.start(ports)
 }
 
+// Pids is the kfakebroker process's id, none while it is stopped.
+func (c *Cluster) Pids() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return nil
+	}
+	return []int{c.proc.cmd.Process.Pid}
+}
+
 // TLSConfig is a client config trusting the cluster's cert, nil without TLS.
 func (c *Cluster) TLSConfig() *tls.Config {
 	c.mu.Lock()

@@ -15,6 +15,7 @@ type Peer interface {
 	Client(t testing.TB, opts ...kgo.Opt) *kgo.Client // ClientOpts, then opts
 	Records(t testing.TB, topic string) []*kgo.Record // from the start to the end offsets as of the call
 	CAFile() string                                   // PEM of the cluster's cert, "" without TLS
+	Pids() []int                                      // the broker processes (for their CPU time in benchmarks)
 	// Stop takes the whole cluster down, keeping its data; Restart brings
 	// it back on the same addresses. Only on a cluster started with
 	// PeerOptions.Own.

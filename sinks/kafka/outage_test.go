@@ -59,7 +59,7 @@ func (l *logBuffer) lines(t testing.TB) []map[string]any {
 
 // newSink builds and provisions a kafka sink from its YAML; Close runs at
 // the end of the test.
-func newSink(t *testing.T, yaml string, log *slog.Logger) *kafka.Sink {
+func newSink(t testing.TB, yaml string, log *slog.Logger) *kafka.Sink {
 	t.Helper()
 	nc, err := core.ParseNodeConfig(core.KindSink, "kafka", []byte(yaml))
 	if err != nil {
@@ -144,8 +144,11 @@ func deliver(ctx context.Context, s *kafka.Sink, batch []*core.Record, attempts 
 // bounded, the outage visible), the records stay queued in the producer;
 // once the cluster is back every record is in Kafka exactly once, each
 // job's events in the order they were written.
-func TestWriteBoundedDuringOutage(t *testing.T) {
-	cluster := kafkatest.Start(t, kafkatest.Options{Brokers: 3, Topics: map[string]int{topic: 3}, DataDir: t.TempDir()})
+func TestWriteBoundedDuringOutage(t *testing.T) { forPeers(t, testWriteBoundedDuringOutage) }
+
+func testWriteBoundedDuringOutage(t *testing.T, peer kafkatest.PeerKind) {
+	topic := kafkatest.TopicName(t)
+	cluster := peer.Start(t, kafkatest.PeerOptions{Topics: map[string]int{topic: 3}, Own: true})
 	var logs logBuffer
 	const timeout = time.Second
 	s := newSink(t, fmt.Sprintf("brokers: [%s]\ntopic: %s\ndelivery_timeout: %s\n",
