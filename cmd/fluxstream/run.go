@@ -102,9 +102,15 @@ With no config, run replays a recorded Flux journal shipped in the binary into
 			if demo {
 				fmt.Fprintf(g.stderr, "No config given: running the built-in demo, a journal recorded on a flux-core 0.88 instance\n(23 jobs: successes, failures, a timeout, held and updated jobs, cancels, a purge),\nthrough the job state reducer into %s/records.jsonl.\n\n", demoDir)
 			}
+			srv, err := startHTTP(graph.Config.HTTP, log)
+			if err != nil {
+				return &exitError{exitFail, err}
+			}
+			defer srv.Close()
 			ctx, cancel := signalContext(g.stderr)
 			defer cancel()
 			p := core.NewPipeline(graph, core.RunOptions{Logger: log, DataDir: dataDir})
+			srv.Attach(p)
 			start := time.Now()
 			runErr := p.Run(ctx)
 			if demo && runErr == nil {
