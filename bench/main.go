@@ -35,6 +35,8 @@ type options struct {
 	out    string
 	python string
 	keep   bool
+	rev    string
+	gen    bool
 }
 
 func main() {
@@ -45,6 +47,8 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "also write the table as Markdown to this file")
 	flag.StringVar(&o.python, "python", "/usr/bin/python3", "Python for the baselines (Debian's, with python3-confluent-kafka)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs of every run)")
+	flag.BoolVar(&o.gen, "gen", false, "only generate (and verify) the journals the other flags need, then exit")
+	flag.StringVar(&o.rev, "rev", "", "build fluxstream from this git revision (git archive) instead of the working tree")
 	flag.Parse()
 	if o.quick && !isFlagSet("reps") {
 		o.reps = 1
@@ -118,9 +122,16 @@ func bench(ctx context.Context, o options) error {
 	logf("load average %s; building", load0)
 	e.fluxBin = filepath.Join(e.work, "bin", "fluxstream")
 	e.kfakeBin = filepath.Join(e.work, "bin", "kfakebroker")
-	for _, b := range [][2]string{{e.fluxBin, "./cmd/fluxstream"}, {e.kfakeBin, "./internal/kafkatest/cmd/kfakebroker"}} {
+	src, ver := e.root, version(e.root)
+	if o.rev != "" {
+		// A tree of its own: the working tree may be mid-change.
+		if src, ver, err = archive(ctx, e.root, o.rev, filepath.Join(e.work, "src")); err != nil {
+			return err
+		}
+	}
+	for _, b := range builds(o.gen, e) {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", b[0], b[1])
-		cmd.Dir = e.root
+		cmd.Dir = src
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %v\n%s", b[1], err, out)
 		}
@@ -155,6 +166,9 @@ func bench(ctx context.Context, o options) error {
 		}
 	}
 
+	if o.gen {
+		return nil
+	}
 	var t table
 	for _, w := range wls {
 		if err := ctx.Err(); err != nil {
@@ -164,7 +178,7 @@ func bench(ctx context.Context, o options) error {
 	}
 	load1 := loadavg()
 	head := fmt.Sprintf("fluxstream %s, %s; %d core(s); load average %s at start, %s at the end; median of %d run(s) each",
-		version(e.root), time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), load0, load1, o.reps)
+		ver, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), load0, load1, o.reps)
 	fmt.Println()
 	fmt.Println(head)
 	fmt.Println()
@@ -188,6 +202,30 @@ func bench(ctx context.Context, o options) error {
 func writeScript(dir, name string, body []byte) (string, error) {
 	p := filepath.Join(dir, name)
 	return p, os.WriteFile(p, body, 0o644)
+}
+
+// builds are the programs to build (none with -gen).
+func builds(gen bool, e *env) [][2]string {
+	if gen {
+		return nil
+	}
+	return [][2]string{{e.fluxBin, "./cmd/fluxstream"}, {e.kfakeBin, "./internal/kafkatest/cmd/kfakebroker"}}
+}
+
+// archive extracts rev of the repository at root into dir.
+func archive(ctx context.Context, root, rev, dir string) (string, string, error) {
+	out, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--short", rev+"^{commit}").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("-rev %s: not a commit of %s", rev, root)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	cmd := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", root, rev, dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("git archive %s: %v\n%s", rev, err, out)
+	}
+	return dir, strings.TrimSpace(string(out)), nil
 }
 
 // version is the commit the binary was built from, marked when the

@@ -20,7 +20,11 @@ type table struct {
 
 func (t *table) add(workload, run string, c cells) {
 	if c.err != "" {
-		t.rows = append(t.rows, []string{workload, run, "", "", "", "", "error: " + oneLine(c.err), "", ""})
+		msg := oneLine(c.err)
+		if !strings.HasPrefix(msg, "skipped") {
+			msg = "error: " + msg
+		}
+		t.rows = append(t.rows, []string{workload, run, "", "", "", "", msg, "", ""})
 		return
 	}
 	t.rows = append(t.rows, []string{workload, run, c.rate, c.cpu, c.perCPU, c.rss, c.verified, "", ""})
