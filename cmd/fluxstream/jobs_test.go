@@ -327,7 +327,7 @@ sinks:
 	if out, err := fluxstreamCmd(t, dir, "run", "-c", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("last run: %v\n%s", err, out)
 	}
-	q := `SELECT id, t_submit, state, result, ev_time, ev_name, snapshot, json_array_length(eventlog), nodelist FROM jobs ORDER BY id, t_submit`
+	q := `SELECT id, t_submit, state, result, ev_time, ev_name, snapshot, json_array_length(d.eventlog), nodelist FROM jobs j LEFT JOIN job_data d ON d.pk = j.pk ORDER BY id, t_submit`
 	read := func(p string) []string {
 		db, err := jobdb.Open(context.Background(), p, jobdb.Options{ReadOnly: true})
 		if err != nil {

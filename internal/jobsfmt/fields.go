@@ -70,19 +70,26 @@ func LookupUser(uid uint32) string {
 // Info is one job as flux's JobInfo sees it.
 type Info struct {
 	*jobdb.Job
-	env *Env
-	ann map[string]any
+	env     *Env
+	ann     map[string]any
+	annDone bool
 }
 
 // NewInfo wraps an archived job.
-func NewInfo(j *jobdb.Job, env *Env) *Info {
-	in := &Info{Job: j, env: env}
-	if len(j.Annotations) > 0 {
-		d := json.NewDecoder(bytes.NewReader(j.Annotations))
-		d.UseNumber()
-		d.Decode(&in.ann)
+func NewInfo(j *jobdb.Job, env *Env) *Info { return &Info{Job: j, env: env} }
+
+// annotations decodes the job's annotations when a field first needs
+// them (most formats do not: listing 1000 jobs need not decode them).
+func (in *Info) annotations() map[string]any {
+	if !in.annDone {
+		in.annDone = true
+		if len(in.Annotations) > 0 {
+			d := json.NewDecoder(bytes.NewReader(in.Annotations))
+			d.UseNumber()
+			d.Decode(&in.ann)
+		}
 	}
-	return in
+	return in.ann
 }
 
 func (in *Info) active() bool { return in.State != "INACTIVE" && in.State != "" }
@@ -180,7 +187,7 @@ func unixTime(f float64) time.Time {
 }
 
 func (in *Info) annotation(path []string) (any, bool) {
-	var cur any = in.ann
+	var cur any = in.annotations()
 	for _, p := range path {
 		m, ok := cur.(map[string]any)
 		if !ok {
@@ -427,7 +434,7 @@ func (in *Info) field(name string) (value, error) {
 		}
 		return str(in.Exception.Note), nil
 	case "annotations":
-		if len(in.ann) == 0 {
+		if len(in.annotations()) == 0 {
 			return str(""), nil
 		}
 		return str(pyJSON(in.ann)), nil

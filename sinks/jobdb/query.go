@@ -170,7 +170,9 @@ func (d *DB) Query(ctx context.Context, f Filter) ([]Job, bool, error) {
 			// inactive), but along the ordered t_inactive scan.
 			where = append(where, "+j.state = 'INACTIVE'")
 		case len(st) > 0:
-			where = append(where, inList("j.state", st, &args))
+			// The literal term lets SQLite use the partial index of
+			// active jobs.
+			where = append(where, "j.state != 'INACTIVE'", inList("j.state", st, &args))
 		case g.results && f.Results != 0:
 			where = append(where, "+j.state = 'INACTIVE'", inList("j.result", names(f.Results, resultNames), &args))
 		default:
@@ -206,18 +208,15 @@ func (d *DB) Query(ctx context.Context, f Filter) ([]Job, bool, error) {
 			where = append(where, "j.t_submit <= ?")
 			args = append(args, f.Until)
 		}
-		from := "jobs j"
+		var q string
 		if f.Node != "" {
-			// CROSS JOIN: drive from the node's rows, not from the
-			// (much larger) ordered scan of jobs.
-			from = "job_nodes n CROSS JOIN jobs j"
-			where = append(where, "n.host = ?", "j.pk = n.job")
-			args = append(args, f.Node)
-		}
-		q := "SELECT " + listCols + " FROM " + from + " WHERE " + strings.Join(where, " AND ") + " ORDER BY " + g.order
-		if limit >= 0 {
-			q += " LIMIT ?"
-			args = append(args, limit-len(out))
+			q, args = nodeQuery(f, g.states, g.order, where, args, limit, len(out))
+		} else {
+			q = "SELECT " + listCols + " FROM jobs j WHERE " + strings.Join(where, " AND ") + " ORDER BY " + g.order
+			if limit >= 0 {
+				q += " LIMIT ?"
+				args = append(args, limit-len(out))
+			}
 		}
 		rows, err := d.db.QueryContext(ctx, q, args...)
 		if err != nil {
@@ -235,6 +234,54 @@ func (d *DB) Query(ctx context.Context, f Filter) ([]Job, bool, error) {
 	return out, truncated, nil
 }
 
+// nodeQuery selects along the node table, which carries the columns
+// the state, result, user and time filters and the sort need: the jobs
+// table is read only for the rows listed (and for queue and name
+// filters). The blocks of the node table (pk >> blockShift) are walked
+// one by one, each a short range of (blk, host).
+func nodeQuery(f Filter, states int, order string, where []string, args []any, limit, have int) (string, []any) {
+	var inner, outer []string
+	var innerArgs, outerArgs []any
+	k := 0
+	for _, w := range where {
+		// where and args were built together: count each clause's
+		// placeholders to split them.
+		n := strings.Count(w, "?")
+		cl, a := w, args[k:k+n]
+		k += n
+		if strings.Contains(cl, "j.queue") || strings.Contains(cl, "j.name") {
+			outer = append(outer, cl)
+			outerArgs = append(outerArgs, a...)
+			continue
+		}
+		inner = append(inner, strings.ReplaceAll(cl, "j.", "n."))
+		innerArgs = append(innerArgs, a...)
+	}
+	innerOrder := strings.ReplaceAll(order, "j.", "n.")
+	sub := `WITH RECURSIVE b(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM b WHERE x < (SELECT coalesce(max(pk), 0) >> ` + fmt.Sprint(blockShift) + ` FROM jobs))
+		SELECT n.job FROM b CROSS JOIN job_nodes n WHERE n.blk = b.x AND n.host = ?`
+	qargs := append([]any{f.Node}, innerArgs...)
+	if len(inner) > 0 {
+		sub += " AND " + strings.Join(inner, " AND ")
+	}
+	sub += " ORDER BY " + innerOrder
+	if limit >= 0 && len(outer) == 0 {
+		sub += " LIMIT ?"
+		qargs = append(qargs, limit-have)
+	}
+	q := "SELECT " + listCols + " FROM (" + sub + ") s CROSS JOIN jobs j ON j.pk = s.job"
+	if len(outer) > 0 {
+		q += " WHERE " + strings.Join(outer, " AND ")
+		qargs = append(qargs, outerArgs...)
+	}
+	q += " ORDER BY " + order
+	if limit >= 0 {
+		q += " LIMIT ?"
+		qargs = append(qargs, limit-have)
+	}
+	return q, qargs
+}
+
 func scanJobs(rows *sql.Rows, out []Job) ([]Job, error) {
 	defer rows.Close()
 	for rows.Next() {
@@ -244,8 +291,8 @@ func scanJobs(rows *sql.Rows, out []Job) ([]Job, error) {
 			return nil, err
 		}
 		user := j.Username
-		if err := json.Unmarshal([]byte(snap), &j.Job); err != nil {
-			return nil, fmt.Errorf("archived snapshot: %w", err)
+		if err := decodeSnapshot(snap, &j.Job); err != nil {
+			return nil, err
 		}
 		if user != "" {
 			j.Username = user
@@ -255,9 +302,21 @@ func scanJobs(rows *sql.Rows, out []Job) ([]Job, error) {
 	return out, rows.Err()
 }
 
+// decodeSnapshot reads a snapshot as the record's JSON form wrote it:
+// {"occurred": false} is no exception (as Record.UnmarshalJSON reads it).
+func decodeSnapshot(snap string, j *core.Job) error {
+	if err := json.Unmarshal([]byte(snap), j); err != nil {
+		return fmt.Errorf("archived snapshot: %w", err)
+	}
+	if j.Exception != nil && !j.Exception.Occurred {
+		j.Exception = nil
+	}
+	return nil
+}
+
 // Lookup returns every archived incarnation of job id, oldest first.
 func (d *DB) Lookup(ctx context.Context, id uint64) ([]Entry, error) {
-	rows, err := d.db.QueryContext(ctx, "SELECT "+listCols+", coalesce(j.jobspec, ''), coalesce(j.R, ''), coalesce(j.eventlog, '') FROM jobs j WHERE j.id = ? ORDER BY j.t_submit", int64(id))
+	rows, err := d.db.QueryContext(ctx, "SELECT "+listCols+", coalesce(d.jobspec, ''), coalesce(d.R, ''), coalesce(d.eventlog, '') FROM jobs j LEFT JOIN job_data d ON d.pk = j.pk WHERE j.id = ? ORDER BY j.t_submit", int64(id))
 	if err != nil {
 		return nil, err
 	}
@@ -270,8 +329,8 @@ func (d *DB) Lookup(ctx context.Context, id uint64) ([]Entry, error) {
 			return nil, err
 		}
 		user := e.Username
-		if err := json.Unmarshal([]byte(snap), &e.Job.Job); err != nil {
-			return nil, fmt.Errorf("archived snapshot: %w", err)
+		if err := decodeSnapshot(snap, &e.Job.Job); err != nil {
+			return nil, err
 		}
 		if user != "" {
 			e.Username = user
@@ -295,7 +354,7 @@ func (d *DB) Lookup(ctx context.Context, id uint64) ([]Entry, error) {
 // UserID finds the uid of a user name among the archived jobs.
 func (d *DB) UserID(ctx context.Context, name string) (uint32, bool, error) {
 	var uid int64
-	err := d.db.QueryRowContext(ctx, "SELECT userid FROM jobs WHERE username = ? LIMIT 1", name).Scan(&uid)
+	err := d.db.QueryRowContext(ctx, "SELECT userid FROM users WHERE username = ?", name).Scan(&uid)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil
 	}

@@ -14,7 +14,7 @@ import (
 // SchemaVersion is the schema this code writes (PRAGMA user_version).
 // A database of an older version is migrated on open; a newer one is
 // refused, so an old binary never writes a layout it does not know.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrations[i] takes the schema from version i to i+1, in one
 // transaction with the version bump.
@@ -71,7 +71,56 @@ CREATE TABLE purges (                         -- purges that came before any eve
 	PRIMARY KEY (id, t_submit)
 ) WITHOUT ROWID;
 `,
+	// 1 -> 2: the large JSON columns move to job_data (the jobs table
+	// stays narrow: queries read it row by row); the node table is
+	// grouped in blocks of 1024 jobs (a batch touches a few of its pages,
+	// not one per host) and carries the columns node queries filter and
+	// sort on (they need not join the jobs table but for the rows they
+	// print); users maps names to uids.
+	`
+CREATE TABLE job_data (
+	pk       INTEGER PRIMARY KEY,             -- jobs.pk
+	jobspec  TEXT,                            -- latest jobspec seen (JSON)
+	R        TEXT,                            -- latest R seen (JSON)
+	eventlog TEXT                             -- every event seen, by time (JSON array)
+);
+INSERT INTO job_data (pk, jobspec, R, eventlog)
+	SELECT pk, jobspec, R, eventlog FROM jobs WHERE coalesce(jobspec, R, eventlog) IS NOT NULL;
+ALTER TABLE jobs DROP COLUMN jobspec;
+ALTER TABLE jobs DROP COLUMN R;
+ALTER TABLE jobs DROP COLUMN eventlog;
+CREATE TABLE nodes (
+	blk        INTEGER NOT NULL,              -- job >> 10
+	host       TEXT    NOT NULL,
+	job        INTEGER NOT NULL,              -- jobs.pk
+	id         INTEGER NOT NULL,              -- the rest: copies of the job's columns
+	userid     INTEGER NOT NULL,
+	state      TEXT    NOT NULL,
+	result     TEXT    NOT NULL,
+	priority   INTEGER,
+	t_submit   REAL    NOT NULL,
+	t_run      REAL    NOT NULL,
+	t_inactive REAL    NOT NULL,
+	PRIMARY KEY (blk, host, job)
+) WITHOUT ROWID;
+INSERT INTO nodes SELECT n.job >> 10, n.host, n.job, j.id, j.userid, j.state, j.result, j.priority, j.t_submit, j.t_run, j.t_inactive
+	FROM job_nodes n JOIN jobs j ON j.pk = n.job;
+DROP TABLE job_nodes;
+ALTER TABLE nodes RENAME TO job_nodes;
+CREATE TABLE users (
+	username TEXT PRIMARY KEY,
+	userid   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO users SELECT username, min(userid) FROM jobs WHERE username != '' GROUP BY username;
+-- Pending and running jobs are few: an index of them only (inactive
+-- jobs, nearly all rows, cost it nothing).
+DROP INDEX jobs_state;
+CREATE INDEX jobs_active ON jobs(state, t_run) WHERE state != 'INACTIVE';
+`,
 }
+
+// blockShift groups node rows by job: blk = pk >> blockShift.
+const blockShift = 10
 
 // Options tune Open.
 type Options struct {
@@ -87,6 +136,7 @@ type Options struct {
 type DB struct {
 	db   *sql.DB
 	path string
+	w    *writeState // the writer's prepared statements and caches (nil: read-only)
 }
 
 // ErrNewerSchema says the file was written by a newer fluxstream.
@@ -102,7 +152,12 @@ func Open(ctx context.Context, path string, opt Options) (*DB, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "cache_size(-65536)") // 64 MiB: a batch of 1000 jobs touches many index pages
+	q.Add("_pragma", "temp_store(MEMORY)") // statement journals: no temporary files
 	q.Add("_pragma", "journal_mode(WAL)")
+	// A checkpoint every 40 MiB of WAL, not every 4: the pages every
+	// batch touches (index tails) are copied once per checkpoint.
+	q.Add("_pragma", "wal_autocheckpoint(10000)")
+	q.Add("_pragma", "journal_size_limit(67108864)")
 	q.Add("_pragma", "synchronous("+sync+")")
 	if opt.ReadOnly {
 		q.Add("_pragma", "query_only(1)")
@@ -121,11 +176,23 @@ func Open(ctx context.Context, path string, opt Options) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	if !opt.ReadOnly {
+		d.w = newWriteState()
+		if err := d.w.prepareAll(ctx, db); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	return d, nil
 }
 
 // Close closes the database.
-func (d *DB) Close() error { return d.db.Close() }
+func (d *DB) Close() error {
+	if d.w != nil {
+		d.w.close()
+	}
+	return d.db.Close()
+}
 
 // SQL returns the underlying handle (for tests and tools).
 func (d *DB) SQL() *sql.DB { return d.db }

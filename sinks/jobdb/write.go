@@ -5,13 +5,21 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
+	"math/bits"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/sources/flux/jobstate"
 )
+
+// A batch is written with a few statements, not a few per job: one
+// lookup of every job it touches (SELECT ... IN), then multi-row upserts
+// of the jobs, their data and their node rows. Row ids (pk) are handed
+// out here: the writer holds the write lock for the whole transaction.
 
 // ident is a job's identity: ids are reused by a restarted instance, the
 // submit time tells the incarnations apart.
@@ -20,16 +28,38 @@ type ident struct {
 	tsubmit float64
 }
 
+// stored is what the batch reads of a job's row.
+type stored struct {
+	evTime                float64
+	hasSpec, hasR, purged bool
+	hasEvlog              bool
+	evlog                 string
+	nodeVals              nodeVals
+	nodelist              string
+	username              string
+	existsData            bool
+}
+
+// nodeVals are the job's columns the node table carries.
+type nodeVals struct {
+	id         uint64
+	userid     uint32
+	state      string
+	result     string
+	priority   sql.NullInt64
+	tsubmit    float64
+	trun, tina float64
+}
+
 // pending is what one batch changes of one job, merged over its records.
 type pending struct {
 	ident
-	loaded   bool // the stored row was read
 	exists   bool
 	pk       int64
+	st       stored
 	evTime   float64 // of the stored or newest snapshot
 	hasSnap  bool    // a snapshot newer than the stored one is in job
 	job      *core.Job
-	snap     []byte // job as JSON
 	evName   string
 	cluster  string
 	jobspec  json.RawMessage // newer jobspec to store (nil: keep)
@@ -39,117 +69,176 @@ type pending struct {
 	events   []core.Event // merged eventlog (when evDirty)
 	evLoaded bool
 	evDirty  bool
-	nodelist string // stored nodelist
 	purged   *float64
 	reason   string
-	wasPurge bool // stored row already marked
 }
 
-// writer holds the prepared statements of one transaction.
-type writer struct {
-	tx                             *sql.Tx
-	sel, selEv, ins, upd, aux      *sql.Stmt
-	nodeIns, nodeDel, purgeSel     *sql.Stmt
-	purgeIns, purgeDel, latestByID *sql.Stmt
-	earlyPurges                    bool // the purges table is not empty
+// multi is a multi-row statement: head, then n groups of cols
+// placeholders, then tail; prepared once per row count.
+type multi struct {
+	head, tail string
+	cols       int
+	stmts      map[int]*sql.Stmt
 }
 
-const snapCols = `jobid, cluster, userid, username, queue, bank, project, state, result, name,
-	urgency, priority, ntasks, nnodes, ncores, nodelist, ranks, t_run, t_inactive, ev_time, ev_name, snapshot`
+// maxRows bounds the rows of one multi-row statement (SQLite takes up to
+// 32766 parameters; 64 rows of the jobs table are 1728).
+const maxRows = 64
 
-func (d *DB) begin(ctx context.Context) (*writer, error) {
-	tx, err := d.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
+const jobCols = `pk, id, t_submit, jobid, cluster, userid, username, queue, bank, project, state, result, name,
+	urgency, priority, ntasks, nnodes, ncores, nodelist, ranks, t_run, t_inactive, ev_time, ev_name, snapshot, purged, purge_reason`
+
+// writeState is the writer's statements and caches, kept across batches.
+type writeState struct {
+	mu                 sync.Mutex
+	jobs, data, nodes  multi
+	newJobs, newData   multi             // plain inserts of rows not stored yet
+	sel                map[int]*sql.Stmt // the batch lookup, by id count
+	purgeSel           map[int]*sql.Stmt
+	users              map[string]bool // names in the users table
+	all                []*sql.Stmt
+	buf                []byte
+	markPurge, nodeDel string
+	purgeIns, purgeDel string
+	usr                string
+}
+
+func newWriteState() *writeState {
+	set := func(cols string) string {
+		var b strings.Builder
+		for i, c := range strings.Split(cols, ",") {
+			c = strings.TrimSpace(c)
+			if c == "pk" || c == "id" || c == "t_submit" || c == "purged" || c == "purge_reason" {
+				continue
+			}
+			if i > 0 && b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(c + " = excluded." + c)
+		}
+		return b.String()
 	}
-	w := &writer{tx: tx}
-	for _, p := range []struct {
-		s **sql.Stmt
-		q string
-	}{
-		{&w.sel, `SELECT pk, ev_time, jobspec IS NOT NULL, R IS NOT NULL, nodelist, purged IS NOT NULL FROM jobs WHERE id = ? AND t_submit = ?`},
-		{&w.selEv, `SELECT eventlog FROM jobs WHERE pk = ?`},
-		{&w.ins, `INSERT INTO jobs (id, t_submit, ` + snapCols + `, jobspec, R, eventlog, purged, purge_reason)
-			VALUES (?,?, ?,?,?,?,?,?,?,?,?,?, ?,?,?,?,?,?,?,?,?,?,?,?, ?,?,?,?,?) RETURNING pk`},
-		{&w.upd, `UPDATE jobs SET (` + snapCols + `) = (?,?,?,?,?,?,?,?,?,?, ?,?,?,?,?,?,?,?,?,?,?,?) WHERE pk = ?`},
-		{&w.aux, `UPDATE jobs SET jobspec = coalesce(?, jobspec), R = coalesce(?, R), eventlog = coalesce(?, eventlog),
-			purged = coalesce(purged, ?), purge_reason = coalesce(purge_reason, ?) WHERE pk = ?`},
-		{&w.nodeIns, `INSERT OR IGNORE INTO job_nodes (host, job) VALUES (?, ?)`},
-		{&w.nodeDel, `DELETE FROM job_nodes WHERE host = ? AND job = ?`},
-		{&w.purgeSel, `SELECT time, reason FROM purges WHERE id = ? AND t_submit = ?`},
-		{&w.purgeIns, `INSERT OR REPLACE INTO purges (id, t_submit, time, reason) VALUES (?, ?, ?, ?)`},
-		{&w.purgeDel, `DELETE FROM purges WHERE id = ? AND t_submit = ?`},
-		{&w.latestByID, `SELECT t_submit FROM jobs WHERE id = ? ORDER BY purged IS NOT NULL, t_submit DESC LIMIT 1`},
-	} {
-		if *p.s, err = tx.PrepareContext(ctx, p.q); err != nil {
-			tx.Rollback()
-			return nil, err
+	return &writeState{
+		jobs: multi{head: "INSERT INTO jobs (" + jobCols + ") VALUES ", cols: 27,
+			// A row in the batch only when its snapshot is newer (decided
+			// above, under the write lock); the purge mark is never undone.
+			tail: " ON CONFLICT (pk) DO UPDATE SET " + set(jobCols) +
+				", purge_reason = CASE WHEN purged IS NULL THEN excluded.purge_reason ELSE purge_reason END" +
+				", purged = coalesce(purged, excluded.purged)"},
+		data: multi{head: "INSERT INTO job_data (pk, jobspec, R, eventlog) VALUES ", cols: 4,
+			tail: " ON CONFLICT (pk) DO UPDATE SET jobspec = coalesce(excluded.jobspec, jobspec), R = coalesce(excluded.R, R), eventlog = coalesce(excluded.eventlog, eventlog)"},
+		nodes: multi{head: "INSERT OR REPLACE INTO job_nodes (blk, host, job, id, userid, state, result, priority, t_submit, t_run, t_inactive) VALUES ", cols: 11},
+		sel:   map[int]*sql.Stmt{}, purgeSel: map[int]*sql.Stmt{}, users: map[string]bool{},
+		markPurge: "UPDATE jobs SET purge_reason = CASE WHEN purged IS NULL THEN ? ELSE purge_reason END, purged = coalesce(purged, ?) WHERE pk = ?",
+		nodeDel:   "DELETE FROM job_nodes WHERE blk = ? AND host = ? AND job = ?",
+		purgeIns:  "INSERT OR REPLACE INTO purges (id, t_submit, time, reason) VALUES (?, ?, ?, ?)",
+		purgeDel:  "DELETE FROM purges WHERE id = ? AND t_submit = ?",
+		usr:       "INSERT OR IGNORE INTO users (username, userid) VALUES (?, ?)",
+	}
+}
+
+func (ws *writeState) close() {
+	for _, s := range ws.all {
+		s.Close()
+	}
+	ws.all = nil
+}
+
+// prepareAll prepares, before any transaction holds the one connection,
+// every statement shape the writer uses; a transaction takes them with
+// tx.StmtContext, which reuses them on that connection.
+func (ws *writeState) prepareAll(ctx context.Context, db *sql.DB) error {
+	prep := func(cache map[int]*sql.Stmt, n int, q string) error {
+		s, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		cache[n] = s
+		ws.all = append(ws.all, s)
+		return nil
+	}
+	ws.newJobs = multi{head: ws.jobs.head, cols: ws.jobs.cols}
+	ws.newData = multi{head: ws.data.head, cols: ws.data.cols}
+	for _, m := range []*multi{&ws.jobs, &ws.data, &ws.nodes, &ws.newJobs, &ws.newData} {
+		m.stmts = map[int]*sql.Stmt{}
+		for n := 1; n <= maxRows; n *= 2 {
+			if err := prep(m.stmts, n, m.head+placeholders(n, m.cols)+m.tail); err != nil {
+				return err
+			}
 		}
 	}
-	var n int
-	if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM purges)").Scan(&n); err != nil {
-		tx.Rollback()
-		return nil, err
+	for n := 1; n <= maxIDs; n *= 2 {
+		in := strings.TrimSuffix(strings.Repeat("?,", n), ",")
+		if err := prep(ws.sel, n, selQuery+"("+in+")"); err != nil {
+			return err
+		}
+		if err := prep(ws.purgeSel, n, "SELECT id, t_submit, time, reason FROM purges WHERE id IN ("+in+")"); err != nil {
+			return err
+		}
 	}
-	w.earlyPurges = n != 0
-	return w, nil
+	return nil
+}
+
+// maxIDs bounds the ids of one lookup.
+const maxIDs = 256
+
+// chunk is the rows of the next statement for rows left: a power of two.
+func chunk(rows, max int) int { return min(max, 1<<(bits.Len(uint(rows))-1)) }
+
+const selQuery = `SELECT j.pk, j.id, j.t_submit, j.ev_time, j.purged IS NOT NULL, j.username, j.nodelist,
+	j.userid, j.state, j.result, j.priority, j.t_run, j.t_inactive,
+	d.pk IS NOT NULL, d.jobspec IS NOT NULL, d.R IS NOT NULL, coalesce(d.eventlog, '')
+	FROM jobs j LEFT JOIN job_data d ON d.pk = j.pk WHERE j.id IN `
+
+func placeholders(n, cols int) string {
+	group := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
+	return strings.TrimSuffix(strings.Repeat(group+",", n), ",")
+}
+
+// exec runs m over rows of args (len(args) = rows * m.cols), in chunks
+// of powers of two (few distinct statements to prepare).
+func (ws *writeState) exec(ctx context.Context, d *DB, tx *sql.Tx, m *multi, args []any) error {
+	for rows := len(args) / m.cols; rows > 0; {
+		n := chunk(rows, maxRows)
+		if _, err := tx.StmtContext(ctx, m.stmts[n]).ExecContext(ctx, args[:n*m.cols]...); err != nil {
+			return err
+		}
+		args, rows = args[n*m.cols:], rows-n
+	}
+	return nil
 }
 
 // Apply stores a batch in one transaction: one row per job (id,
 // t_submit), a newer snapshot replacing an older one, never the reverse.
-// Records that cannot be stored at all (a snapshot that does not encode)
-// are named in a *core.BatchError as permanent; the others are committed.
+// It returns once the transaction committed.
 func (d *DB) Apply(ctx context.Context, batch []*core.Record) error {
-	w, err := d.begin(ctx)
+	ws := d.w
+	if ws == nil {
+		return errors.New("jobdb: archive opened read-only")
+	}
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	tx, err := d.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	defer w.tx.Rollback()
-	var berr core.BatchError
-	jobs := map[ident]*pending{}
-	var order []*pending
-	get := func(k ident) (*pending, error) {
-		if p := jobs[k]; p != nil {
-			return p, nil
-		}
-		p := &pending{ident: k}
-		if err := w.load(ctx, p); err != nil {
-			return nil, err
-		}
-		jobs[k] = p
-		order = append(order, p)
-		return p, nil
+	defer tx.Rollback()
+	b := &batchWriter{d: d, ws: ws, tx: tx, jobs: map[ident]*pending{}}
+	if err := b.load(ctx, batch); err != nil {
+		return err
 	}
-	for i, r := range batch {
+	for _, r := range batch {
 		switch {
 		case r.Kind == core.KindEvent && r.Job != nil:
-			p, err := get(ident{r.Job.ID, r.Job.TSubmit})
-			if err != nil {
-				return err
-			}
-			if err := w.addEvent(ctx, p, r); err != nil {
-				if errors.Is(err, errUnencodable) {
-					berr.Fail(i, core.Permanent(err))
-					continue
-				}
+			if err := b.addEvent(b.jobs[ident{r.Job.ID, r.Job.TSubmit}], r); err != nil {
 				return err
 			}
 		case r.Kind == core.KindPurge && r.Purge != nil:
 			k := ident{r.Purge.ID, r.PurgeTSubmit()}
 			if k.tsubmit == 0 {
-				// An old-style purge id: the newest unpurged incarnation.
-				var ts float64
-				switch err := w.latestByID.QueryRowContext(ctx, int64(k.id)).Scan(&ts); {
-				case err == nil:
-					k.tsubmit = ts
-				case !errors.Is(err, sql.ErrNoRows):
-					return err
-				}
+				k = b.latest(r.Purge.ID)
 			}
-			p, err := get(k)
-			if err != nil {
-				return err
-			}
+			p := b.get(k)
 			if p.purged == nil {
 				t := r.Purge.Time
 				p.purged, p.reason = &t, r.Purge.Reason
@@ -157,62 +246,148 @@ func (d *DB) Apply(ctx context.Context, batch []*core.Record) error {
 		}
 		// invalid records and anything else: nothing to archive
 	}
-	for _, p := range order {
-		if err := w.store(ctx, p); err != nil {
+	if err := b.store(ctx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	for _, u := range b.newUsers {
+		ws.users[u] = true
+	}
+	return nil
+}
+
+type batchWriter struct {
+	d     *DB
+	ws    *writeState
+	tx    *sql.Tx
+	jobs  map[ident]*pending
+	order []*pending
+	ids   map[uint64][]*pending // loaded rows by id
+	// names added to the users table (known to be there once committed)
+	newUsers []string
+}
+
+func (b *batchWriter) get(k ident) *pending {
+	if p := b.jobs[k]; p != nil {
+		return p
+	}
+	p := &pending{ident: k, evTime: math.Inf(-1)}
+	for _, s := range b.ids[k.id] {
+		if s.tsubmit == k.tsubmit {
+			p = s
+			break
+		}
+	}
+	b.jobs[k] = p
+	b.order = append(b.order, p)
+	return p
+}
+
+// load reads, in one query per few hundred ids, the stored rows of every
+// job the batch touches, and creates their pending entries in the order
+// of the batch.
+func (b *batchWriter) load(ctx context.Context, batch []*core.Record) error {
+	var ids []uint64
+	seen := map[uint64]bool{}
+	for _, r := range batch {
+		var id uint64
+		switch {
+		case r.Kind == core.KindEvent && r.Job != nil:
+			id = r.Job.ID
+		case r.Kind == core.KindPurge && r.Purge != nil:
+			id = r.Purge.ID
+		default:
+			continue
+		}
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	b.ids = make(map[uint64][]*pending, len(ids))
+	for len(ids) > 0 {
+		n := chunk(len(ids), maxIDs)
+		args := make([]any, n)
+		for i, id := range ids[:n] {
+			args[i] = int64(id)
+		}
+		ids = ids[n:]
+		rows, err := b.tx.StmtContext(ctx, b.ws.sel[n]).QueryContext(ctx, args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			p := &pending{exists: true}
+			var id int64
+			st := &p.st
+			nv := &st.nodeVals
+			var uid int64
+			if err := rows.Scan(&p.pk, &id, &p.tsubmit, &st.evTime, &st.purged, &st.username, &st.nodelist,
+				&uid, &nv.state, &nv.result, &nv.priority, &nv.trun, &nv.tina,
+				&st.existsData, &st.hasSpec, &st.hasR, &st.evlog); err != nil {
+				rows.Close()
+				return err
+			}
+			p.id, nv.id, nv.userid, nv.tsubmit = uint64(id), uint64(id), uint32(uid), p.tsubmit
+			p.evTime, p.hasSpec, p.hasR, st.hasEvlog = st.evTime, st.hasSpec, st.hasR, st.evlog != ""
+			b.ids[p.id] = append(b.ids[p.id], p)
+		}
+		if err := rows.Close(); err != nil {
 			return err
 		}
 	}
-	if err := w.tx.Commit(); err != nil {
-		return err
+	// Pending entries in batch order (the order rows are written in).
+	for _, r := range batch {
+		switch {
+		case r.Kind == core.KindEvent && r.Job != nil:
+			b.get(ident{r.Job.ID, r.Job.TSubmit})
+		case r.Kind == core.KindPurge && r.Purge != nil && r.PurgeTSubmit() != 0:
+			b.get(ident{r.Purge.ID, r.PurgeTSubmit()})
+		}
 	}
-	return berr.ErrOrNil()
-}
-
-var errUnencodable = errors.New("snapshot does not encode as JSON")
-
-func (w *writer) load(ctx context.Context, p *pending) error {
-	p.loaded = true
-	err := w.sel.QueryRowContext(ctx, int64(p.id), p.tsubmit).Scan(&p.pk, &p.evTime, &p.hasSpec, &p.hasR, &p.nodelist, &p.wasPurge)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		p.evTime = math.Inf(-1)
-		return nil
-	case err != nil:
-		return err
-	}
-	p.exists = true
 	return nil
 }
 
-func (w *writer) loadEvents(ctx context.Context, p *pending) error {
+// latest is the newest unpurged incarnation of id, for an old-style purge
+// id without a submit time: among the stored rows and the jobs of this
+// batch.
+func (b *batchWriter) latest(id uint64) ident {
+	best := ident{id: id}
+	bestPurged := true
+	consider := func(ts float64, purged bool) {
+		if (bestPurged && !purged) || (purged == bestPurged && ts > best.tsubmit) {
+			best.tsubmit, bestPurged = ts, purged
+		}
+	}
+	for _, p := range b.ids[id] {
+		consider(p.tsubmit, p.st.purged)
+	}
+	for k, p := range b.jobs {
+		if k.id == id && !p.exists {
+			consider(k.tsubmit, p.purged != nil)
+		}
+	}
+	return best
+}
+
+func (b *batchWriter) loadEvents(p *pending) {
 	if p.evLoaded {
-		return nil
+		return
 	}
 	p.evLoaded = true
-	if !p.exists {
-		return nil
-	}
-	var s sql.NullString
-	if err := w.selEv.QueryRowContext(ctx, p.pk).Scan(&s); err != nil {
-		return err
-	}
-	if s.Valid && s.String != "" {
-		if err := json.Unmarshal([]byte(s.String), &p.events); err != nil {
+	if p.st.hasEvlog {
+		if err := json.Unmarshal([]byte(p.st.evlog), &p.events); err != nil {
 			p.events = nil // a damaged eventlog is rebuilt from what comes
 		}
 	}
-	return nil
 }
 
-func (w *writer) addEvent(ctx context.Context, p *pending, r *core.Record) error {
+func (b *batchWriter) addEvent(p *pending, r *core.Record) error {
 	t := r.Time()
 	newer := t >= p.evTime
 	if newer {
-		snap, err := json.Marshal(r.Job)
-		if err != nil {
-			return fmt.Errorf("job %d: %w: %v", r.Job.ID, errUnencodable, err)
-		}
-		p.snap = snap
 		p.evTime, p.job, p.evName, p.cluster, p.hasSnap = t, r.Job, r.EventName(), r.Cluster, true
 	}
 	// The latest non-empty jobspec and R: records carry them only when
@@ -228,9 +403,7 @@ func (w *writer) addEvent(ctx context.Context, p *pending, r *core.Record) error
 		add = append(add[:len(add):len(add)], *r.Event)
 	}
 	if len(add) > 0 {
-		if err := w.loadEvents(ctx, p); err != nil {
-			return err
-		}
+		b.loadEvents(p)
 		if merged, changed := mergeEvents(p.events, add); changed {
 			p.events, p.evDirty = merged, true
 		}
@@ -245,24 +418,41 @@ func mergeEvents(evs, add []core.Event) ([]core.Event, bool) {
 		name string
 		ts   float64
 	}
-	seen := make(map[key]bool, len(evs))
-	for _, e := range evs {
-		seen[key{e.Name, e.Timestamp}] = true
+	has := func(k key) bool {
+		for i := len(evs) - 1; i >= 0; i-- { // short logs: a scan beats a map
+			if evs[i].Timestamp == k.ts && evs[i].Name == k.name {
+				return true
+			}
+		}
+		return false
 	}
-	changed := false
+	var seen map[key]bool
+	if len(evs)+len(add) > 64 {
+		seen = make(map[key]bool, len(evs)+len(add))
+		for _, e := range evs {
+			seen[key{e.Name, e.Timestamp}] = true
+		}
+		has = func(k key) bool { return seen[k] }
+	}
+	changed, sorted := false, true
 	for _, e := range add {
 		k := key{e.Name, e.Timestamp}
-		if seen[k] {
+		if has(k) {
 			continue
 		}
-		seen[k] = true
-		if n := len(evs); n > 0 && evs[n-1].Timestamp > e.Timestamp && !changed {
-			evs = append([]core.Event(nil), evs...) // do not sort the caller's slice
+		if seen != nil {
+			seen[k] = true
+		}
+		if !changed {
+			evs = slices.Clip(evs) // do not write into the caller's array
+		}
+		if n := len(evs); n > 0 && evs[n-1].Timestamp > e.Timestamp {
+			sorted = false
 		}
 		evs = append(evs, e)
 		changed = true
 	}
-	if changed {
+	if !sorted {
 		sort.SliceStable(evs, func(i, j int) bool { return evs[i].Timestamp < evs[j].Timestamp })
 	}
 	return evs, changed
@@ -282,124 +472,200 @@ func rawOrNil(b json.RawMessage) any {
 	return string(b)
 }
 
-func (w *writer) snapArgs(p *pending) ([]any, error) {
-	j := p.job
-	snap := p.snap
-	var prio any
+func valsOf(j *core.Job) nodeVals {
+	v := nodeVals{id: j.ID, userid: j.UserID, state: j.State, result: j.Result, tsubmit: j.TSubmit, trun: j.TRun, tina: j.TInactive}
 	if j.Priority != nil {
-		prio = *j.Priority
+		v.priority = sql.NullInt64{Int64: *j.Priority, Valid: true}
 	}
-	return []any{j.JobID, p.cluster, int64(j.UserID), j.Username, j.Queue, j.Bank, j.Project, j.State, j.Result, j.Name,
-		int64(j.Urgency), prio, nullInt(j.NTasks), nullInt(j.NNodes), nullInt(j.NCores), j.Nodelist, j.Ranks,
-		j.TRun, j.TInactive, p.evTime, p.evName, string(snap)}, nil
+	return v
 }
 
-func (w *writer) store(ctx context.Context, p *pending) error {
-	var evlog any
-	if p.evDirty {
-		b, err := json.Marshal(p.events)
-		if err != nil {
+func (b *batchWriter) store(ctx context.Context) error {
+	ws := b.ws
+	var next int64
+	if err := b.tx.QueryRowContext(ctx, "SELECT coalesce(max(pk), 0) FROM jobs").Scan(&next); err != nil {
+		return err
+	}
+	// Purges kept aside for jobs that had not come yet.
+	var early map[ident]*pending
+	var newIDs []any
+	for _, p := range b.order {
+		if !p.exists && p.hasSnap {
+			newIDs = append(newIDs, int64(p.id))
+		}
+	}
+	if len(newIDs) > 0 {
+		var n int
+		if err := b.tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM purges)").Scan(&n); err != nil {
 			return err
 		}
-		evlog = string(b)
+		if n != 0 {
+			early = map[ident]*pending{}
+			for len(newIDs) > 0 {
+				k := chunk(len(newIDs), maxIDs)
+				rows, err := b.tx.StmtContext(ctx, ws.purgeSel[k]).QueryContext(ctx, newIDs[:k]...)
+				if err != nil {
+					return err
+				}
+				for rows.Next() {
+					var id int64
+					var ts, t float64
+					var why string
+					if err := rows.Scan(&id, &ts, &t, &why); err != nil {
+						rows.Close()
+						return err
+					}
+					if p := b.jobs[ident{uint64(id), ts}]; p != nil && !p.exists && p.hasSnap {
+						if p.purged == nil {
+							p.purged, p.reason = &t, why
+						}
+						early[p.ident] = p
+					}
+				}
+				if err := rows.Close(); err != nil {
+					return err
+				}
+				newIDs = newIDs[k:]
+			}
+		}
 	}
-	var purged, reason any
-	if p.purged != nil && !p.wasPurge {
-		purged, reason = *p.purged, p.reason
-	}
-	if !p.exists {
-		if !p.hasSnap {
+	jobArgs := make([]any, 0, len(b.order)*ws.jobs.cols)
+	dataArgs := make([]any, 0, len(b.order)*ws.data.cols)
+	newJobArgs := make([]any, 0, len(b.order)*ws.jobs.cols)
+	newDataArgs := make([]any, 0, len(b.order)*ws.data.cols)
+	nodeArgs := make([]any, 0, 4*len(b.order)*ws.nodes.cols)
+	for _, p := range b.order {
+		if !p.exists && !p.hasSnap {
 			// A purge before any event of its job (a sink added to a
 			// running deployment, a reordered redelivery): kept aside and
 			// applied when the job's first snapshot comes.
 			if p.purged != nil {
-				_, err := w.purgeIns.ExecContext(ctx, int64(p.id), p.tsubmit, *p.purged, p.reason)
-				w.earlyPurges = true
-				return err
-			}
-			return nil
-		}
-		if purged == nil && w.earlyPurges {
-			var t float64
-			var why string
-			switch err := w.purgeSel.QueryRowContext(ctx, int64(p.id), p.tsubmit).Scan(&t, &why); {
-			case err == nil:
-				purged, reason = t, why
-				if _, err := w.purgeDel.ExecContext(ctx, int64(p.id), p.tsubmit); err != nil {
+				if _, err := b.tx.ExecContext(ctx, ws.purgeIns, int64(p.id), p.tsubmit, *p.purged, p.reason); err != nil {
 					return err
 				}
-			case !errors.Is(err, sql.ErrNoRows):
-				return err
 			}
+			continue
 		}
-		args, err := w.snapArgs(p)
-		if err != nil {
-			return err
+		if !p.exists {
+			next++
+			p.pk = next
 		}
-		args = append([]any{int64(p.id), p.tsubmit}, args...)
-		args = append(args, rawOrNil(p.jobspec), rawOrNil(p.r), evlog, purged, reason)
-		if err := w.ins.QueryRowContext(ctx, args...).Scan(&p.pk); err != nil {
-			return err
+		var purged, reason any
+		if p.purged != nil && !p.st.purged {
+			purged, reason = *p.purged, p.reason
 		}
-	} else {
 		if p.hasSnap {
-			args, err := w.snapArgs(p)
-			if err != nil {
-				return err
+			j := p.job
+			var prio any
+			if j.Priority != nil {
+				prio = *j.Priority
 			}
-			if _, err := w.upd.ExecContext(ctx, append(args, p.pk)...); err != nil {
+			ws.buf = j.AppendJSON(ws.buf[:0])
+			args := &jobArgs
+			if !p.exists {
+				args = &newJobArgs
+			}
+			*args = append(*args, p.pk, int64(p.id), p.tsubmit, j.JobID, p.cluster, int64(j.UserID), j.Username, j.Queue, j.Bank, j.Project,
+				j.State, j.Result, j.Name, int64(j.Urgency), prio, nullInt(j.NTasks), nullInt(j.NNodes), nullInt(j.NCores), j.Nodelist, j.Ranks,
+				j.TRun, j.TInactive, p.evTime, p.evName, string(ws.buf), purged, reason)
+			if j.Username != "" && j.Username != p.st.username {
+				if err := b.user(ctx, j.Username, j.UserID); err != nil {
+					return err
+				}
+			}
+			if v := valsOf(j); !p.exists || j.Nodelist != p.st.nodelist || v != p.st.nodeVals {
+				var err error
+				if nodeArgs, err = b.nodes(ctx, nodeArgs, p, v); err != nil {
+					return err
+				}
+			}
+		} else if purged != nil {
+			if _, err := b.tx.ExecContext(ctx, ws.markPurge, reason, purged, p.pk); err != nil {
 				return err
 			}
 		}
-		if p.jobspec != nil || p.r != nil || evlog != nil || purged != nil {
-			if _, err := w.aux.ExecContext(ctx, rawOrNil(p.jobspec), rawOrNil(p.r), evlog, purged, reason, p.pk); err != nil {
-				return err
+		var evlog any
+		if p.evDirty {
+			ws.buf = append(ws.buf[:0], '[')
+			for i := range p.events {
+				if i > 0 {
+					ws.buf = append(ws.buf, ',')
+				}
+				ws.buf = p.events[i].AppendJSON(ws.buf)
+			}
+			evlog = string(append(ws.buf, ']'))
+		}
+		if p.jobspec != nil || p.r != nil || evlog != nil {
+			if p.exists && p.st.existsData {
+				dataArgs = append(dataArgs, p.pk, rawOrNil(p.jobspec), rawOrNil(p.r), evlog)
+			} else {
+				newDataArgs = append(newDataArgs, p.pk, rawOrNil(p.jobspec), rawOrNil(p.r), evlog)
 			}
 		}
 	}
-	if p.hasSnap && p.job.Nodelist != p.nodelist {
-		return w.setNodes(ctx, p.pk, p.nodelist, p.job.Nodelist)
+	for _, e := range []struct {
+		m    *multi
+		args []any
+	}{{&ws.newJobs, newJobArgs}, {&ws.jobs, jobArgs}, {&ws.newData, newDataArgs}, {&ws.data, dataArgs}} {
+		if err := ws.exec(ctx, b.d, b.tx, e.m, e.args); err != nil {
+			return err
+		}
+	}
+	if err := ws.exec(ctx, b.d, b.tx, &ws.nodes, nodeArgs); err != nil {
+		return err
+	}
+	for _, p := range early {
+		if _, err := b.tx.ExecContext(ctx, ws.purgeDel, int64(p.id), p.tsubmit); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// setNodes replaces the job's rows of the node table.
-func (w *writer) setNodes(ctx context.Context, pk int64, old, cur string) error {
-	oldHosts, _ := ExpandHostlist(old)
-	newHosts, err := ExpandHostlist(cur)
+// nodes appends the node rows of the job (one per host of its nodelist)
+// and deletes those of hosts it no longer lists.
+func (b *batchWriter) nodes(ctx context.Context, args []any, p *pending, v nodeVals) ([]any, error) {
+	blk := p.pk >> blockShift
+	hosts, err := jobstate.ExpandHostlist(p.job.Nodelist)
 	if err != nil {
-		newHosts = nil // a nodelist we cannot read: the job is not findable by node
+		hosts = nil // a nodelist we cannot read: the job is not findable by node
 	}
-	keep := make(map[string]bool, len(newHosts))
-	for _, h := range newHosts {
-		keep[h] = true
-	}
-	for _, h := range oldHosts {
-		if !keep[h] {
-			if _, err := w.nodeDel.ExecContext(ctx, h, pk); err != nil {
-				return err
-			}
+	if p.exists && p.st.nodelist != "" && p.st.nodelist != p.job.Nodelist {
+		old, _ := jobstate.ExpandHostlist(p.st.nodelist)
+		keep := make(map[string]bool, len(hosts))
+		for _, h := range hosts {
+			keep[h] = true
 		}
-	}
-	for len(newHosts) > 0 {
-		n := min(len(newHosts), 64)
-		if n < 8 {
-			for _, h := range newHosts {
-				if _, err := w.nodeIns.ExecContext(ctx, h, pk); err != nil {
-					return err
+		for _, h := range old {
+			if !keep[h] {
+				if _, err := b.tx.ExecContext(ctx, b.ws.nodeDel, blk, h, p.pk); err != nil {
+					return nil, err
 				}
 			}
-			return nil
 		}
-		args := make([]any, 0, 2*n)
-		for _, h := range newHosts[:n] {
-			args = append(args, h, pk)
-		}
-		q := "INSERT OR IGNORE INTO job_nodes (host, job) VALUES (?, ?)" + strings.Repeat(", (?, ?)", n-1)
-		if _, err := w.tx.ExecContext(ctx, q, args...); err != nil {
-			return err
-		}
-		newHosts = newHosts[n:]
 	}
+	var prio any
+	if v.priority.Valid {
+		prio = v.priority.Int64
+	}
+	for _, h := range hosts {
+		args = append(args, blk, h, p.pk, int64(v.id), int64(v.userid), v.state, v.result, prio, v.tsubmit, v.trun, v.tina)
+	}
+	return args, nil
+}
+
+// user records a user name (for `-u NAME` of users NSS no longer knows).
+func (b *batchWriter) user(ctx context.Context, name string, uid uint32) error {
+	ws := b.ws
+	if ws.users[name] {
+		return nil
+	}
+	if slices.Contains(b.newUsers, name) {
+		return nil
+	}
+	if _, err := b.tx.ExecContext(ctx, ws.usr, name, int64(uid)); err != nil {
+		return err
+	}
+	b.newUsers = append(b.newUsers, name)
 	return nil
 }
