@@ -145,25 +145,33 @@ func (r *Record) EventName() string {
 // event, the eventlog slice, purge, invalid and encoded parts. Only JSON
 // bytes (jobspec, R, event contexts, annotations, an encoded value) are
 // shared: they are replaced, never written into (EditJSON builds new
-// ones). The clone has no cached JSON form.
+// ones). The clone has no cached JSON form. A transform that changes a
+// few fields does better with Derive.
 func (r *Record) Clone() *Record {
-	// One allocation for the record and its event: transforms clone
-	// every record they change, on the hot path.
-	both := &struct {
-		rec Record
-		ev  Event
-	}{}
-	c := &both.rec
-	c.Kind, c.ID, c.Cluster, c.Source = r.Kind, r.ID, r.Cluster, r.Source
-	c.Jobspec, c.R = clip(r.Jobspec), clip(r.R)
-	c.ack = r.ack
-	if r.Event != nil {
-		both.ev = *r.Event
-		both.ev.Context = clip(both.ev.Context)
-		c.Event = &both.ev
-	}
+	// One allocation for the record, its event and its job with every
+	// pointee: transforms clone every record they change, on the hot path.
+	var c *Record
+	var ev *Event
 	if r.Job != nil {
-		c.Job = r.Job.Clone()
+		all := &struct {
+			rec Record
+			ev  Event
+			job jobParts
+		}{}
+		c, ev = &all.rec, &all.ev
+		c.Job = all.job.deepCopy(r.Job)
+	} else {
+		both := &struct {
+			rec Record
+			ev  Event
+		}{}
+		c, ev = &both.rec, &both.ev
+	}
+	r.copyTop(c)
+	if r.Event != nil {
+		*ev = *r.Event
+		ev.Context = clip(ev.Context)
+		c.Event = ev
 	}
 	if r.Eventlog != nil {
 		c.Eventlog = make([]Event, len(r.Eventlog))
@@ -194,24 +202,79 @@ func (r *Record) Clone() *Record {
 	return c
 }
 
-// clip caps a shared byte slice at its length, so an append to it
-// reallocates instead of writing into the original's memory.
-func clip[T ~[]byte](b T) T { return b[:len(b):len(b)] }
+// Derive returns a copy of r for a transform that changes a few fields,
+// in one allocation. The copy and its job are its own: assign any of
+// their fields. Everything else is shared with r, read-only: the event,
+// what the job points to (exception, requested, allocated, the number
+// pointers, dependencies), the eventlog, purge, invalid, the encoded part
+// and all JSON bytes. Replace such a part with a new value (OwnEvent
+// gives the copy an event of its own) and never write into it: r belongs
+// to other sinks too. Like a clone, the copy shares r's acknowledgement
+// lineage and has no cached JSON form.
+func (r *Record) Derive() *Record {
+	var c *Record
+	if r.Job != nil {
+		both := &struct {
+			rec Record
+			job Job
+		}{job: *r.Job}
+		c = &both.rec
+		c.Job = &both.job
+		c.Job.Annotations = clip(c.Job.Annotations)
+		c.Job.Dependencies = clip(c.Job.Dependencies)
+	} else {
+		c = &Record{}
+	}
+	r.copyTop(c)
+	c.Event, c.Eventlog = r.Event, clip(r.Eventlog)
+	c.Purge, c.Invalid, c.Encoded = r.Purge, r.Invalid, r.Encoded
+	return c
+}
+
+// OwnEvent gives a Derive copy an event of its own (a copy of the shared
+// one, context bytes still shared) and returns it; nil when there is no
+// event.
+func (r *Record) OwnEvent() *Event {
+	if r.Event == nil {
+		return nil
+	}
+	e := *r.Event
+	e.Context = clip(e.Context)
+	r.Event = &e
+	return r.Event
+}
+
+// copyTop copies the plain fields every copy has of its own.
+func (r *Record) copyTop(c *Record) {
+	c.Kind, c.ID, c.Cluster, c.Source = r.Kind, r.ID, r.Cluster, r.Source
+	c.Jobspec, c.R = clip(r.Jobspec), clip(r.R)
+	c.ack = r.ack
+}
+
+// clip caps a shared slice at its length, so an append to it reallocates
+// instead of writing into the original's memory.
+func clip[S ~[]E, E any](s S) S { return s[:len(s):len(s)] }
 
 // Clone returns a copy of the job that shares no memory with j except
 // JSON bytes (annotations), which are only ever replaced. The job and
 // everything its pointers reach are one allocation.
-func (j *Job) Clone() *Job {
-	x := &struct {
-		job                                Job
-		priority                           int64
-		ntasks, ncores, nnodes, wait, retc int
-		duration                           float64
-		success                            bool
-		exc                                Exception
-		req                                Requested
-		alloc                              Allocated
-	}{job: *j}
+func (j *Job) Clone() *Job { return new(jobParts).deepCopy(j) }
+
+// jobParts is a job with room for everything its pointers reach.
+type jobParts struct {
+	job                                Job
+	priority                           int64
+	ntasks, ncores, nnodes, wait, retc int
+	duration                           float64
+	success                            bool
+	exc                                Exception
+	req                                Requested
+	alloc                              Allocated
+}
+
+// deepCopy copies j into x and returns x's job.
+func (x *jobParts) deepCopy(j *Job) *Job {
+	x.job = *j
 	c := &x.job
 	c.Priority = copyInto(&x.priority, j.Priority)
 	c.NTasks, c.NCores, c.NNodes = copyInto(&x.ntasks, j.NTasks), copyInto(&x.ncores, j.NCores), copyInto(&x.nnodes, j.NNodes)
