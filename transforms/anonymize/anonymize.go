@@ -129,10 +129,19 @@ func DefaultProfile() map[string]Rule {
 	}
 }
 
+// stringField reaches one typed string field of a record. get reads it
+// (for a Derive copy: maybe in memory shared with the original); own,
+// set for fields inside a shared part (exception, allocated, invalid),
+// gives the copy that part of its own and returns the field's place in it.
+type stringField struct {
+	get func(*core.Record) *string
+	own func(*core.Record) *string
+}
+
 // stringFields are the typed string fields rules may name.
-var stringFields = map[string]func(*core.Record) *string{
-	"cluster":      func(r *core.Record) *string { return &r.Cluster },
-	"source":       func(r *core.Record) *string { return &r.Source },
+var stringFields = map[string]stringField{
+	"cluster":      {get: func(r *core.Record) *string { return &r.Cluster }},
+	"source":       {get: func(r *core.Record) *string { return &r.Source }},
 	"job.username": jobStr(func(j *core.Job) *string { return &j.Username }),
 	"job.name":     jobStr(func(j *core.Job) *string { return &j.Name }),
 	"job.cwd":      jobStr(func(j *core.Job) *string { return &j.Cwd }),
@@ -141,38 +150,60 @@ var stringFields = map[string]func(*core.Record) *string{
 	"job.bank":     jobStr(func(j *core.Job) *string { return &j.Bank }),
 	"job.nodelist": jobStr(func(j *core.Job) *string { return &j.Nodelist }),
 	"job.uri":      jobStr(func(j *core.Job) *string { return &j.URI }),
-	"job.exception.note": func(r *core.Record) *string {
-		if r.Job == nil || r.Job.Exception == nil {
-			return nil
-		}
-		return &r.Job.Exception.Note
+	"job.exception.note": {
+		get: func(r *core.Record) *string {
+			if r.Job == nil || r.Job.Exception == nil {
+				return nil
+			}
+			return &r.Job.Exception.Note
+		},
+		own: func(r *core.Record) *string {
+			x := *r.Job.Exception
+			r.Job.Exception = &x
+			return &x.Note
+		},
 	},
-	"job.allocated.nodelist": func(r *core.Record) *string {
-		if r.Job == nil || r.Job.Allocated == nil {
-			return nil
-		}
-		return &r.Job.Allocated.Nodelist
+	"job.allocated.nodelist": {
+		get: func(r *core.Record) *string {
+			if r.Job == nil || r.Job.Allocated == nil {
+				return nil
+			}
+			return &r.Job.Allocated.Nodelist
+		},
+		own: func(r *core.Record) *string {
+			a := *r.Job.Allocated
+			r.Job.Allocated = &a
+			return &a.Nodelist
+		},
 	},
 	"invalid.error": invStr(func(v *core.Invalid) *string { return &v.Error }),
 	"invalid.where": invStr(func(v *core.Invalid) *string { return &v.Where }),
 	"invalid.raw":   invStr(func(v *core.Invalid) *string { return &v.Raw }),
 }
 
-func jobStr(fn func(*core.Job) *string) func(*core.Record) *string {
-	return func(r *core.Record) *string {
+// jobStr is a field of the job, which a Derive copy owns.
+func jobStr(fn func(*core.Job) *string) stringField {
+	return stringField{get: func(r *core.Record) *string {
 		if r.Job == nil {
 			return nil
 		}
 		return fn(r.Job)
-	}
+	}}
 }
 
-func invStr(fn func(*core.Invalid) *string) func(*core.Record) *string {
-	return func(r *core.Record) *string {
-		if r.Invalid == nil {
-			return nil
-		}
-		return fn(r.Invalid)
+func invStr(fn func(*core.Invalid) *string) stringField {
+	return stringField{
+		get: func(r *core.Record) *string {
+			if r.Invalid == nil {
+				return nil
+			}
+			return fn(r.Invalid)
+		},
+		own: func(r *core.Record) *string {
+			v := *r.Invalid
+			r.Invalid = &v
+			return fn(&v)
+		},
 	}
 }
 
@@ -258,7 +289,7 @@ func checkRule(path string, r Rule) (rule, error) {
 		if r.Action == Redact {
 			return out, fmt.Errorf("job.userid is a number: hash (a pseudonymous integer), drop or keep")
 		}
-	case stringFields[path] != nil:
+	case stringFields[path].get != nil:
 	case rawRoots[root] || (len(p.Segs) >= 2 && rawRoots[root+"."+p.Segs[1]]):
 	default:
 		if !recpath.CanMatch(p) {

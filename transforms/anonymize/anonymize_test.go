@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/fluxstream/fluxstream/core"
@@ -375,4 +376,44 @@ func TestGolden(t *testing.T) {
 	if !bytes.Equal(buf.Bytes(), want) {
 		t.Fatalf("output differs from %s (go test -update to accept):\n%s", golden, buf.String())
 	}
+}
+
+// The caches (pseudonyms, uids, JSON and eventlogs by identity) change
+// nothing: one transform used by two goroutines at once, twice over the
+// same records, gives what a fresh transform gives each record alone
+// (its caches emptied before every record).
+func TestCachesChangeNothing(t *testing.T) {
+	recs := records(t, fixtures[0], includeAll)
+	want := make([]string, len(recs))
+	fresh := newTransform(t, "")
+	for i, r := range recs {
+		fresh.SetKey([]byte(testKey))
+		js, _ := process(t, fresh, r).JSON()
+		want[i] = string(js)
+	}
+	shared := newTransform(t, "")
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pass := range 2 {
+				for i := range recs {
+					if g == 1 {
+						i = len(recs) - 1 - i // the other way round
+					}
+					out, err := shared.Process(context.Background(), recs[i])
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if js, _ := out[0].MarshalJSON(); string(js) != want[i] {
+						t.Errorf("goroutine %d pass %d, %s:\n got %s\nwant %s", g, pass, recs[i].ID, js, want[i])
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

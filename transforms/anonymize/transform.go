@@ -1,6 +1,7 @@
 package anonymize
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -9,7 +10,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"hash/maphash"
+	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -26,19 +30,21 @@ type Transform struct {
 	userid *rule        // job.userid
 	set    *recpath.Set // rules on Flux's JSON, by full path
 	rules  []*rule      // set's pattern i -> rule
-	memos  []memo       // per rule: value -> pseudonym
 	roots  [3]root      // jobspec, R, job.annotations
 	ctx    root         // "context", before the event name
 	js     root         // "jobspec", for jobspec-update keys
-	cache  [cacheSlots]atomic.Pointer[cached]
-	macs   sync.Pool // of hash.Hash
+	cache  [cacheSets][cacheWays]atomic.Pointer[cached]
+	logs   [logSlots]atomic.Pointer[cachedLog]
+	memo   memo
+	ids    [idSlots]atomic.Uint64 // uid<<32 | pseudonym; 0 empty
+	macs   sync.Pool              // of hash.Hash
 	keyed  bool
 }
 
 type strRule struct {
-	field func(*core.Record) *string
+	field stringField
 	r     *rule
-	memo  *memo
+	id    int // memo tag
 }
 
 // root is the walk's start at one of Flux's JSON objects.
@@ -61,15 +67,14 @@ func (t *Transform) compile() {
 		switch p := r.path.Text; {
 		case p == "job.userid":
 			t.userid = r
-		case stringFields[p] != nil:
-			t.strs = append(t.strs, strRule{field: stringFields[p], r: r, memo: &memo{}})
+		case stringFields[p].get != nil:
+			t.strs = append(t.strs, strRule{field: stringFields[p], r: r, id: -1 - len(t.strs)})
 		default:
 			pats = append(pats, r.path)
 			t.rules = append(t.rules, r)
 		}
 	}
 	t.set, _ = recpath.Compile(pats) // Validate compiled them already
-	t.memos = make([]memo, len(t.rules))
 	start := t.set.Start()
 	at := func(path ...string) root {
 		st, m := start, -1
@@ -90,15 +95,18 @@ func (t *Transform) compile() {
 // SetKey sets the HMAC key (Provision reads it from key_file or key_env).
 func (t *Transform) SetKey(key []byte) {
 	key = append([]byte(nil), key...)
-	t.macs = sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}
+	t.macs = sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, key)} }}
 	for i := range t.cache {
-		t.cache[i].Store(nil)
+		for w := range t.cache[i] {
+			t.cache[i][w].Store(nil)
+		}
 	}
-	for i := range t.memos {
-		t.memos[i].reset()
+	for i := range t.logs {
+		t.logs[i].Store(nil)
 	}
-	for _, s := range t.strs {
-		s.memo.reset()
+	t.memo.reset()
+	for i := range t.ids {
+		t.ids[i].Store(0)
 	}
 	t.keyed = true
 }
@@ -109,15 +117,23 @@ var (
 	domainID     = []byte{'i', 0}
 )
 
-func (t *Transform) mac(domain []byte, s string) [sha256.Size]byte {
-	h := t.macs.Get().(hash.Hash)
-	h.Reset()
-	h.Write(domain)
-	h.Write(unsafe.Slice(unsafe.StringData(s), len(s)))
-	var out [sha256.Size]byte
-	h.Sum(out[:0])
-	t.macs.Put(h)
+// mac is HMAC-SHA256(key, domain + s), on a pooled hash (Reset, not a
+// new one: keying one costs two SHA-256 blocks).
+func (t *Transform) mac(domain []byte, s string) (out [sha256.Size]byte) {
+	m := t.macs.Get().(*macState)
+	m.h.Reset()
+	m.h.Write(domain)
+	m.h.Write(unsafe.Slice(unsafe.StringData(s), len(s)))
+	copy(out[:], m.h.Sum(m.sum[:0]))
+	t.macs.Put(m)
 	return out
+}
+
+// macState is a keyed hash with room for its sum, so Sum does not
+// allocate.
+type macState struct {
+	h   hash.Hash
+	sum [sha256.Size]byte
 }
 
 // Pseudonym is the keyed pseudonym of a string: prefix + length hex
@@ -137,6 +153,13 @@ const UnknownUID = 4294967295
 // text), 2^32-1 (UnknownUID) folded onto 2^32-2. Real uids stay below
 // 2^31, so a pseudonym never looks like one.
 func (t *Transform) PseudoID(text string) uint32 {
+	if uid, ok := canonicalUID(text); ok {
+		return t.pseudoUID(uid)
+	}
+	return t.pseudoID(text)
+}
+
+func (t *Transform) pseudoID(text string) uint32 {
 	sum := t.mac(domainID, text)
 	v := uint32(1)<<31 | binary.BigEndian.Uint32(sum[:4])>>1
 	if v == UnknownUID {
@@ -145,45 +168,78 @@ func (t *Transform) PseudoID(text string) uint32 {
 	return v
 }
 
-// memo caches pseudonyms: names, paths and commands repeat on every
-// record of a job, and across jobs.
+const idSlots = 1 << 8
+
+// pseudoUID is PseudoID of a uid's decimal text, cached: a site has few
+// users, and every record carries one.
+func (t *Transform) pseudoUID(uid uint32) uint32 {
+	slot := &t.ids[(uid*0x9E3779B1)>>24]
+	if e := slot.Load(); e != 0 && uint32(e>>32) == uid {
+		return uint32(e) // a pseudonym is never 0, so neither is an entry
+	}
+	var buf [10]byte
+	v := t.pseudoID(keyString(strconv.AppendUint(buf[:0], uint64(uid), 10)))
+	slot.Store(uint64(uid)<<32 | uint64(v))
+	return v
+}
+
+// canonicalUID reads text as a uid when it is one's decimal form (no
+// sign, no leading zero, below 2^32), so that the cache keyed by number
+// gives what the text would.
+func canonicalUID(text string) (uint32, bool) {
+	if len(text) == 0 || len(text) > 10 || (text[0] == '0' && len(text) > 1) {
+		return 0, false
+	}
+	var v uint64
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	if v > 1<<32-1 {
+		return 0, false
+	}
+	return uint32(v), true
+}
+
+// memo caches what a rule made of a string: names, paths and commands
+// repeat on every record of a job, and across jobs. It is a fixed table
+// (a colliding value replaces the older one), so memory stays bounded
+// however many distinct values come, and lookups take no lock.
 type memo struct {
-	m atomic.Pointer[sync.Map]
-	n atomic.Int64
+	seed  maphash.Seed
+	slots [memoSlots]atomic.Pointer[memoEntry]
 }
 
-const memoMax = 1 << 16
-
-func (m *memo) reset() { m.m.Store(new(sync.Map)); m.n.Store(0) }
-
-func (m *memo) get(k string) (string, bool) {
-	mm := m.m.Load()
-	if mm == nil {
-		return "", false
-	}
-	v, ok := mm.Load(k)
-	if !ok {
-		return "", false
-	}
-	return v.(string), true
+type memoEntry struct {
+	tag  int // rule: index in Transform.rules, or -1-i for strs[i]
+	k, v string
 }
 
-func (m *memo) put(k, v string) {
-	if m.n.Add(1) > memoMax {
-		m.reset() // start over rather than grow without bound
-	}
-	if mm := m.m.Load(); mm != nil {
-		mm.Store(k, v)
+const memoSlots = 1 << 14
+
+func (m *memo) reset() {
+	m.seed = maphash.MakeSeed()
+	for i := range m.slots {
+		m.slots[i].Store(nil)
 	}
 }
 
-// apply is a rule's action on one string.
-func (t *Transform) apply(r *rule, m *memo, s string) string {
+func (m *memo) slot(tag int, k string) *atomic.Pointer[memoEntry] {
+	h := maphash.String(m.seed, k) ^ uint64(tag)*0x9E3779B97F4A7C15
+	return &m.slots[h&(memoSlots-1)]
+}
+
+// apply is a rule's action on one string; tag names the rule in the memo.
+func (t *Transform) apply(r *rule, tag int, s string) string {
 	if r.Action == Keep || s == "" {
 		return s
 	}
-	if v, ok := m.get(s); ok {
-		return v
+	slot := t.memo.slot(tag, s)
+	if e := slot.Load(); e != nil && e.tag == tag && e.k == s {
+		return e.v
 	}
 	var out string
 	switch r.Action {
@@ -198,28 +254,42 @@ func (t *Transform) apply(r *rule, m *memo, s string) string {
 			out = r.re.ReplaceAllStringFunc(s, func(match string) string { return t.Pseudonym(r.Prefix, r.Length, match) })
 		}
 	}
-	m.put(s, out)
+	// Copied: s may point into a record's JSON bytes.
+	k := strings.Clone(s)
+	if out == s {
+		out = k
+	}
+	slot.Store(&memoEntry{tag: tag, k: k, v: out})
 	return out
 }
 
-// Process returns an anonymized copy of r.
+// Process returns an anonymized copy of r. The copy is a Derive: what
+// changes is replaced, what does not is shared with r.
 func (t *Transform) Process(_ context.Context, r *core.Record) ([]*core.Record, error) {
 	if !t.keyed {
 		return nil, fmt.Errorf("anonymize: no key (the transform was not provisioned)")
 	}
-	c := r.Clone()
+	c := r.Derive()
 	// An encoder's bytes were made from the original: they go (place
 	// encoders after anonymize).
 	c.Encoded = nil
-	for _, s := range t.strs {
-		if p := s.field(c); p != nil && *p != "" {
-			*p = t.apply(s.r, s.memo, *p)
+	for i := range t.strs {
+		s := &t.strs[i]
+		p := s.field.get(c) // read only: it may be shared with r
+		if p == nil || *p == "" {
+			continue
+		}
+		if v := t.apply(s.r, s.id, *p); v != *p {
+			if s.field.own != nil {
+				p = s.field.own(c)
+			}
+			*p = v
 		}
 	}
 	if t.userid != nil && c.Job != nil && c.Job.UserID != UnknownUID {
 		switch t.userid.Action {
 		case Hash:
-			c.Job.UserID = t.PseudoID(strconv.FormatUint(uint64(c.Job.UserID), 10))
+			c.Job.UserID = t.pseudoUID(c.Job.UserID)
 		case Drop:
 			c.Job.UserID = UnknownUID
 		}
@@ -237,17 +307,60 @@ func (t *Transform) Process(_ context.Context, r *core.Record) ([]*core.Record, 
 		}
 	}
 	if c.Event != nil {
-		if c.Event.Context, err = t.raw(c.Event.Context, partContext, c.Event.Name); err != nil {
+		ctx, err := t.raw(c.Event.Context, partContext, c.Event.Name)
+		if err != nil {
 			return nil, fmt.Errorf("anonymize event.context of %s: %w", r.ID, err)
 		}
+		if !sameBytes(ctx, c.Event.Context) {
+			c.OwnEvent().Context = ctx
+		}
 	}
-	for i := range c.Eventlog {
-		e := &c.Eventlog[i]
-		if e.Context, err = t.raw(e.Context, partContext, e.Name); err != nil {
-			return nil, fmt.Errorf("anonymize eventlog.%d.context (%s) of %s: %w", i, e.Name, r.ID, err)
+	if len(c.Eventlog) > 0 {
+		if c.Eventlog, err = t.eventlog(c.Eventlog); err != nil {
+			return nil, fmt.Errorf("anonymize %w of %s", err, r.ID)
 		}
 	}
 	return []*core.Record{c}, nil
+}
+
+// sameBytes reports whether a and b are the very same bytes.
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && unsafe.SliceData(a) == unsafe.SliceData(b)
+}
+
+// cachedLog is the anonymized form of one eventlog, by identity: the
+// records of a job carry prefixes of one eventlog slice.
+type cachedLog struct {
+	src, out []core.Event
+}
+
+const logSlots = 1 << 12
+
+// eventlog returns the anonymized copy of log, or log itself when no
+// rule changes it. The result may be shared by several records: it is
+// read-only, as every part of an emitted record is.
+func (t *Transform) eventlog(log []core.Event) ([]core.Event, error) {
+	slot := &t.logs[addrHash(unsafe.Pointer(unsafe.SliceData(log)), len(log))%logSlots]
+	if e := slot.Load(); e != nil && len(e.src) == len(log) && unsafe.SliceData(e.src) == unsafe.SliceData(log) {
+		return e.out, nil
+	}
+	out := log
+	for i := range log {
+		e := &log[i]
+		ctx, err := t.raw(e.Context, partContext, e.Name)
+		if err != nil {
+			return nil, fmt.Errorf("eventlog.%d.context (%s): %w", i, e.Name, err)
+		}
+		if sameBytes(ctx, e.Context) {
+			continue
+		}
+		if &out[0] == &log[0] {
+			out = append([]core.Event(nil), log...)
+		}
+		out[i].Context = ctx
+	}
+	slot.Store(&cachedLog{src: log, out: out})
+	return out, nil
 }
 
 const (
@@ -268,11 +381,23 @@ type cached struct {
 	name string
 }
 
-const cacheSlots = 1 << 12
+// The cache holds cacheSets*cacheWays entries (each keeps its source
+// alive): set-associative, so that jobs whose bytes hash alike do not
+// keep pushing each other out.
+const (
+	cacheSets = 1 << 10
+	cacheWays = 4
+)
 
-func slot(b []byte) int {
-	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	return int((p>>4)^(p>>16)^uintptr(len(b))) & (cacheSlots - 1)
+func cacheSet(b []byte) int {
+	return int(addrHash(unsafe.Pointer(unsafe.SliceData(b)), len(b)) % cacheSets)
+}
+
+// addrHash spreads an address and a length over 32 bits (Fibonacci
+// hashing: allocations are aligned and evenly spaced, their low bits
+// alike).
+func addrHash(p unsafe.Pointer, n int) uint64 {
+	return (uint64(uintptr(p)) ^ uint64(n)<<48) * 0x9E3779B97F4A7C15 >> 32
 }
 
 func (t *Transform) raw(src json.RawMessage, part int, name string) (json.RawMessage, error) {
@@ -296,10 +421,11 @@ func (t *Transform) raw(src json.RawMessage, part int, name string) (json.RawMes
 	if start.match < 0 && !jsUpdate && !t.set.Mentions(start.st, src) {
 		return src, nil // no rule reaches into it
 	}
-	s := slot(src)
-	if e := t.cache[s].Load(); e != nil && e.part == part && e.name == name && len(e.src) == len(src) &&
-		unsafe.SliceData(e.src) == unsafe.SliceData(src) {
-		return e.out, nil
+	set := &t.cache[cacheSet(src)]
+	for w := range set {
+		if e := set[w].Load(); e != nil && sameBytes(e.src, src) && e.part == part && e.name == name {
+			return e.out, nil
+		}
 	}
 	var out []byte
 	var err error
@@ -317,7 +443,20 @@ func (t *Transform) raw(src json.RawMessage, part int, name string) (json.RawMes
 	if err != nil {
 		return nil, err
 	}
-	t.cache[s].Store(&cached{src: src, out: out, part: part, name: name})
+	if bytes.Equal(out, src) {
+		out = src // nothing changed: share, and the record keeps its event
+	}
+	// Into an empty way, else over a random one: the records of many jobs
+	// interleave, and a cyclic walk over more jobs than ways would miss
+	// every time under an oldest-first rule.
+	e := &cached{src: src, out: out, part: part, name: name}
+	for w := range set {
+		if set[w].Load() == nil {
+			set[w].Store(e)
+			return out, nil
+		}
+	}
+	set[rand.IntN(cacheWays)].Store(e)
 	return out, nil
 }
 
@@ -367,17 +506,19 @@ func (t *Transform) rewrite(dst, src []byte, st recpath.State, cur int) (_ []byt
 		if cur < 0 {
 			return append(dst, src...), false, nil
 		}
-		s, err := recpath.Unquote(src, hasEscape(src))
-		if err != nil {
-			return dst, false, err
+		s := keyString(src[1 : len(src)-1]) // apply copies what it keeps
+		if hasEscape(src) {
+			if s, err = recpath.Unquote(src, true); err != nil {
+				return dst, false, err
+			}
 		}
-		return recpath.AppendQuote(dst, t.apply(t.rules[cur], &t.memos[cur], s)), false, nil
+		return recpath.AppendQuote(dst, t.apply(t.rules[cur], cur, s)), false, nil
 	case 't', 'f', 'n':
 		return append(dst, src...), false, nil
 	}
 	// A number: a pseudonymous integer under hash.
 	if cur >= 0 && t.rules[cur].Action == Hash {
-		return strconv.AppendUint(dst, uint64(t.PseudoID(keyString(src))), 10), false, nil
+		return strconv.AppendUint(dst, uint64(t.PseudoID(keyString(src))), 10), false, nil // PseudoID keeps nothing
 	}
 	return append(dst, src...), false, nil
 }

@@ -170,8 +170,7 @@ func BenchmarkFilter(b *testing.B) {
 		{"include", "include: [event, job.state, job.result, job.queue, job.t_*, jobspec.tasks.*.command]\n"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			tr := newFilter(b, c.yaml)
-			transformtest.Bench(b, tr, recs)
+			transformtest.Bench(b, recs, func() core.Transform { return newFilter(b, c.yaml) })
 		})
 	}
 }

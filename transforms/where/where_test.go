@@ -182,7 +182,7 @@ func BenchmarkWhere(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			tr := newWhere(b, "expr: '"+c.expr+"'")
-			transformtest.Bench(b, tr, recs)
+			transformtest.Bench(b, recs, func() core.Transform { return tr })
 		})
 	}
 }

@@ -105,7 +105,8 @@ type Set struct {
 	pat      []int    // position -> pattern index
 	last     []bool   // position is the pattern's last segment
 	rank     []int    // pattern index -> precedence (lower wins)
-	quoted   [][]byte // position -> the segment as a JSON string, nil for a glob
+	quoted   [][]byte   // position -> the segment as a JSON string, nil for a glob
+	needs    [][][]byte // position -> quoted keys from there to the pattern's end
 	start    State
 }
 
@@ -128,6 +129,17 @@ func Compile(pats []Pattern) (*Set, error) {
 				q = []byte(strconv.Quote(seg))
 			}
 			s.quoted = append(s.quoted, q)
+		}
+		// What the rest of the pattern needs src to hold: every literal
+		// key (not an index: that is no string in the JSON).
+		for i := range p.Segs {
+			var need [][]byte
+			for _, seg := range p.Segs[i:] {
+				if !strings.Contains(seg, "*") && !isIndex(seg) {
+					need = append(need, []byte(strconv.Quote(seg)))
+				}
+			}
+			s.needs = append(s.needs, need)
 		}
 	}
 	s.rank = make([]int, len(pats))
@@ -211,20 +223,41 @@ func (s *Set) StepPath(st State, key string) (State, int) {
 // Rank is the precedence of pattern i (lower wins).
 func (s *Set) Rank(i int) int { return s.rank[i] }
 
-// Mentions reports whether raw JSON src may hold a key that moves st on:
-// false when every pattern alive at st goes on with a literal key that
-// src does not hold as a string. It lets a walk skip JSON no rule can
-// reach into (event contexts without a userid, say).
+// Mentions reports whether raw JSON src may hold what a pattern alive at
+// st goes on with: false when each of them names a key (below st, at any
+// depth) that src does not hold as a string. It lets a walk skip JSON no
+// rule can reach into (event contexts without a userid, sched
+// annotations without user ones). JSON with escapes could spell a key
+// otherwise, so it is always walked.
 func (s *Set) Mentions(st State, src []byte) bool {
+	if bytes.IndexByte(src, '\\') >= 0 {
+		return true
+	}
 	for w, word := range st {
+	next:
 		for word != 0 {
 			b := bits.TrailingZeros64(word)
 			word &= word - 1
-			q := s.quoted[w<<6|b]
-			if q == nil || bytes.Contains(src, q) {
-				return true
+			for _, q := range s.needs[w<<6|b] {
+				if !bytes.Contains(src, q) {
+					continue next
+				}
 			}
+			return true
 		}
 	}
 	return false
+}
+
+// isIndex reports whether seg is an array index (digits).
+func isIndex(seg string) bool {
+	if seg == "" {
+		return false
+	}
+	for i := 0; i < len(seg); i++ {
+		if seg[i] < '0' || seg[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -90,3 +90,36 @@ func FuzzPrune(f *testing.F) {
 		}
 	})
 }
+
+// Mentions rules out JSON only when a key the rest of every live pattern
+// needs is missing; indexes and globs need nothing; escapes rule nothing
+// out.
+func TestMentions(t *testing.T) {
+	s := mustSet(t, "context.*.userid", "context.*.annotations.user", "jobspec.tasks.0.command", "jobspec.attributes.user*.x")
+	at := func(path ...string) State {
+		st := s.Start()
+		for _, p := range path {
+			st, _ = s.Step(st, p)
+		}
+		return st
+	}
+	for _, c := range []struct {
+		st   State
+		src  string
+		want bool
+	}{
+		{at("context", "submit"), `{"userid":6001,"urgency":16}`, true},
+		{at("context", "start"), `{}`, false},
+		{at("context", "annotations"), `{"annotations":{"sched":{"t_estimate":1}}}`, false},
+		{at("context", "annotations"), `{"annotations":{"user":{"x":1}}}`, true},
+		{at("context", "annotations"), `{"annotations":{"sched":{"note":"us\u0065rid"}}}`, true},
+		{at("jobspec"), `{"tasks":[{"command":["a"]}]}`, true},
+		{at("jobspec"), `{"tasks":[{"slot":"task"}]}`, false},
+		{at("jobspec"), `{"attributes":{"user_data":{"x":1}}}`, true},
+		{at("jobspec"), `{"attributes":{"system":{}}}`, false},
+	} {
+		if got := s.Mentions(c.st, []byte(c.src)); got != c.want {
+			t.Errorf("Mentions(%s) = %v, want %v", c.src, got, c.want)
+		}
+	}
+}
