@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,10 +38,13 @@ type RunOptions struct {
 // DefaultShutdownTimeout bounds how long sinks may drain on shutdown.
 const DefaultShutdownTimeout = 30 * time.Second
 
-// DefaultDataDir is where state lives when the config names no data_dir:
-// $STATE_DIRECTORY (systemd's StateDirectory=), else the user's state dir.
+// DefaultDataDir is the root under which configs without a data_dir keep
+// their state: $STATE_DIRECTORY (systemd's StateDirectory=), else the
+// user's state dir.
 func DefaultDataDir() string {
 	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+		// systemd may list several, colon-separated: the first is ours.
+		d, _, _ = strings.Cut(d, ":")
 		return d
 	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
@@ -49,6 +54,26 @@ func DefaultDataDir() string {
 		return filepath.Join(home, ".local", "state", "fluxstream")
 	}
 	return "fluxstream-data"
+}
+
+// DataDirFor is the data_dir of a config file that names none: a
+// directory of its own under DefaultDataDir, named after the file and
+// its absolute path, so two configs never share a checkpoint by accident
+// (the second would see every event as delivered and send nothing).
+func DataDirFor(configFile string) string {
+	abs, err := filepath.Abs(configFile)
+	if err != nil {
+		abs = configFile
+	}
+	name := strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs))
+	name = strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, name)
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join(DefaultDataDir(), fmt.Sprintf("%s-%x", name, sum[:4]))
 }
 
 // Pipeline runs a built Graph.
@@ -105,7 +130,7 @@ func NewPipeline(g *Graph, opts RunOptions) *Pipeline {
 		dataDir = g.Config.DataDir
 	}
 	if dataDir == "" {
-		dataDir = DefaultDataDir()
+		dataDir = DataDirFor(g.Config.File)
 	}
 	p := &Pipeline{g: g, opts: opts, log: opts.Logger, dataDir: dataDir, rt: map[*Node]*nodeRuntime{}}
 	for _, n := range g.Nodes {
@@ -258,8 +283,26 @@ func (e *UndeliveredError) Error() string {
 	return fmt.Sprintf("shutdown timeout (%s): %d records wait undelivered; they stay in the spools (memory buffers: the source sends them again) and go out at the next start", e.Timeout, e.Records)
 }
 
+// warnLegacyState tells a user upgrading from a build that kept every
+// config's state in one shared default directory why this run starts
+// without the old checkpoint, and how to keep it.
+func (p *Pipeline) warnLegacyState() {
+	if p.g.Config.DataDir != "" || p.opts.DataDir != "" {
+		return
+	}
+	if _, err := os.Stat(filepath.Join(p.dataDir, "state.db")); !errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	old := DefaultDataDir()
+	if _, err := os.Stat(filepath.Join(old, "state.db")); err == nil {
+		p.log.Warn("a checkpoint from an earlier version is in the shared default data_dir; this config now keeps its own state and starts without it "+
+			"(set data_dir to the old directory to go on from that checkpoint)", "old_data_dir", old, "data_dir", p.dataDir)
+	}
+}
+
 func (p *Pipeline) provision(ctx context.Context) error {
 	if !p.opts.DryRun {
+		p.warnLegacyState()
 		if err := os.MkdirAll(p.dataDir, 0o700); err != nil {
 			return fmt.Errorf("data_dir: %w", err)
 		}

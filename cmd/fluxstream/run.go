@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -49,6 +53,7 @@ sinks:
 
 func newRunCmd(g *globalFlags) *cobra.Command {
 	var dataDir, uri, format, demoDir string
+	var fresh bool
 	cmd := &cobra.Command{
 		Use:   "run [-c FILE]",
 		Short: "Run the pipeline (with no config: a demo on a recorded journal)",
@@ -109,28 +114,130 @@ With no config, run replays a recorded Flux journal shipped in the binary into
 			defer srv.Close()
 			ctx, cancel := signalContext(g.stderr)
 			defer cancel()
-			p := core.NewPipeline(graph, core.RunOptions{Logger: log, DataDir: dataDir})
-			srv.Attach(p)
-			start := time.Now()
-			runErr := p.Run(ctx)
-			if demo && runErr == nil {
-				printDemoSummary(g, p, demoDir, time.Since(start))
+			var hup chan os.Signal
+			if g.config != "" {
+				// SIGHUP reloads the config; the demo and --uri have none.
+				hup = make(chan os.Signal, 1)
+				signal.Notify(hup, syscall.SIGHUP)
+				defer signal.Stop(hup)
 			}
-			var undelivered *core.UndeliveredError
-			if errors.As(runErr, &undelivered) {
-				return &exitError{exitUndelivered, runErr}
+			for {
+				p := core.NewPipeline(graph, core.RunOptions{Logger: log, DataDir: dataDir})
+				srv.Attach(p)
+				if fresh {
+					if err := moveCheckpointAside(p.DataDir(), log); err != nil {
+						return &exitError{exitFail, err}
+					}
+					fresh = false
+				}
+				runCtx, stopRun := context.WithCancel(ctx)
+				reloaded := make(chan *core.Graph, 1)
+				watched := make(chan struct{})
+				go func() {
+					defer close(watched)
+					watchReload(runCtx, g, hup, p, dataDir, log, func(next *core.Graph) {
+						reloaded <- next
+						stopRun()
+					})
+				}()
+				start := time.Now()
+				runErr := p.Run(runCtx)
+				stopRun()
+				<-watched
+				var undelivered *core.UndeliveredError
+				if next := drain(reloaded); next != nil && ctx.Err() == nil {
+					if runErr != nil && !errors.As(runErr, &undelivered) {
+						return &exitError{exitFail, fmt.Errorf("while stopping for the reload: %w", runErr)}
+					}
+					if undelivered != nil {
+						log.Warn("reload: records still wait after the shutdown timeout; they stay in the spools (memory buffers: the source sends them again)", "records", undelivered.Records)
+					}
+					if nl, err := g.logger(next.Config.Log); err == nil {
+						log = nl
+					}
+					graph = next
+					log.Info("config reloaded; pipeline restarted", "config", g.config, "nodes", len(graph.Nodes))
+					continue
+				}
+				if demo && runErr == nil {
+					printDemoSummary(g, p, demoDir, time.Since(start))
+				}
+				if errors.As(runErr, &undelivered) {
+					return &exitError{exitUndelivered, runErr}
+				}
+				if runErr != nil {
+					return &exitError{exitFail, runErr}
+				}
+				return nil
 			}
-			if runErr != nil {
-				return &exitError{exitFail, runErr}
-			}
-			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&fresh, "fresh", false, "start over: move the checkpoint aside (state.db -> state.db.replaced-TIME) so every event Flux has is sent again; spools are kept")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "state directory: checkpoints and spools (overrides data_dir)")
 	cmd.Flags().StringVar(&uri, "uri", "", "stream this Flux instance to stdout without a config (e.g. local:///run/flux/local)")
 	cmd.Flags().StringVar(&format, "format", "json", "with --uri: json (one record per line) or text")
 	cmd.Flags().StringVar(&demoDir, "demo-dir", "fluxstream-demo", "with no config: where the demo writes")
 	return cmd
+}
+
+// drain returns what c holds, or nil.
+func drain(c chan *core.Graph) *core.Graph {
+	select {
+	case g := <-c:
+		return g
+	default:
+		return nil
+	}
+}
+
+// watchReload waits for SIGHUP while ctx lives. Each one reloads the
+// config file: a config that does not load, or changes what cannot change
+// in a running process, is refused with a log line and the running
+// pipeline goes on; a good one is handed to apply, which restarts the
+// pipeline on it. Records are neither lost nor sent twice by the restart:
+// sources stop at their checkpoint, sinks drain what they hold (spools
+// persist what the shutdown timeout leaves), and the new pipeline goes on
+// from the checkpoint. An added sink receives events from then on.
+func watchReload(ctx context.Context, g *globalFlags, hup <-chan os.Signal, running *core.Pipeline, dataDirFlag string, log *slog.Logger, apply func(*core.Graph)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		log.Info("SIGHUP: reloading the config", "config", g.config)
+		next, err := g.load()
+		if err == nil {
+			if dir := core.NewPipeline(next, core.RunOptions{DataDir: dataDirFlag}).DataDir(); dir != running.DataDir() {
+				err = fmt.Errorf("data_dir changed from %s to %s: that needs a restart (the checkpoint and spools live there)", running.DataDir(), dir)
+			}
+		}
+		if err == nil {
+			_, err = g.logger(next.Config.Log)
+		}
+		if err != nil {
+			log.Error("reload refused; the running config stays in effect", "config", g.config, "error", oneLine(err))
+			continue
+		}
+		apply(next)
+		return
+	}
+}
+
+// moveCheckpointAside renames dataDir/state.db so the next run starts
+// with no checkpoint; the spools stay (what they hold still goes out).
+func moveCheckpointAside(dataDir string, log *slog.Logger) error {
+	path := filepath.Join(dataDir, "state.db")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		log.Info("--fresh: no checkpoint yet", "data_dir", dataDir)
+		return nil
+	}
+	aside := path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
+	if err := os.Rename(path, aside); err != nil {
+		return fmt.Errorf("--fresh: %w", err)
+	}
+	log.Warn("--fresh: checkpoint moved aside; every event Flux still has is sent again", "moved_to", aside)
+	return nil
 }
 
 func buildInline(name, yaml string) (*core.Graph, error) {

@@ -81,7 +81,7 @@ func TestReplayTwiceSaysWhy(t *testing.T) {
 				if run == 0 && said {
 					t.Fatalf("first run says why: %s", why)
 				}
-				if run == 1 && why != fmt.Sprintf("nothing new to send: %s events already delivered (checkpoint in %s); to send them again, run with a data_dir of its own", strings.Fields(want)[2], store) {
+				if run == 1 && why != fmt.Sprintf("nothing new to send: %s events already delivered (checkpoint in %s); to send them again, run once with --fresh (the old checkpoint is moved aside) or give the config a data_dir of its own", strings.Fields(want)[2], store) {
 					t.Fatalf("second run: why = %q", why)
 				}
 			}

@@ -289,7 +289,7 @@ func (c *Consumer) LogSummary(msg string, n Counts, args ...any) {
 	args = append(args, "checkpoint", store)
 	if n.Events == 0 && n.Purges == 0 && n.Invalid == 0 && n.Annotations == 0 && n.Skipped > 0 {
 		args = append(args, "why", fmt.Sprintf("nothing new to send: %d events already delivered (checkpoint in %s); "+
-			"to send them again, run with a data_dir of its own", n.Skipped, store))
+			"to send them again, run once with --fresh (the old checkpoint is moved aside) or give the config a data_dir of its own", n.Skipped, store))
 	}
 	c.opts.Logger.Info(msg, args...)
 }

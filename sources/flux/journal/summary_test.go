@@ -83,7 +83,7 @@ func TestBacklogSummary(t *testing.T) {
 		if summary(l) != tc.want || l.level != slog.LevelInfo || l.attrs["checkpoint"].String() != "test.db bucket node:flux" || said != tc.why {
 			t.Fatalf("run %d: %s checkpoint %s why %q; want %s (why: %v)", i+1, summary(l), l.attrs["checkpoint"], why, tc.want, tc.why)
 		}
-		if tc.why && why.String() != "nothing new to send: 324 events already delivered (checkpoint in test.db bucket node:flux); to send them again, run with a data_dir of its own" {
+		if tc.why && why.String() != "nothing new to send: 324 events already delivered (checkpoint in test.db bucket node:flux); to send them again, run once with --fresh (the old checkpoint is moved aside) or give the config a data_dir of its own" {
 			t.Fatalf("why = %s", why)
 		}
 		b := st.Backlog
