@@ -141,8 +141,10 @@ With no config, run replays a recorded Flux journal shipped in the binary into
 					})
 				}()
 				start := time.Now()
+				stopProgress := startProgress(runCtx, graph, g.stderr, log)
 				runErr := p.Run(runCtx)
 				stopRun()
+				stopProgress()
 				<-watched
 				var undelivered *core.UndeliveredError
 				if next := drain(reloaded); next != nil && ctx.Err() == nil {

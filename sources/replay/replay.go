@@ -23,6 +23,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
@@ -101,6 +102,7 @@ type Source struct {
 	cons *journal.Consumer
 
 	sleep func(ctx context.Context, d time.Duration) error
+	prog  progress
 }
 
 var (
@@ -173,6 +175,8 @@ const DefaultMaxLine = 256 << 20
 
 // Run replays every stream in order.
 func (s *Source) Run(ctx context.Context, out core.Emitter) error {
+	s.prog.start(s.cfg.Path)
+	defer s.prog.finish()
 	for _, path := range s.cfg.Path {
 		if err := s.replay(ctx, path, out); err != nil {
 			return err
@@ -182,12 +186,13 @@ func (s *Source) Run(ctx context.Context, out core.Emitter) error {
 }
 
 func (s *Source) replay(ctx context.Context, path string, out core.Emitter) error {
-	rc, err := Open(path)
+	rc, err := open(path, &s.prog.read)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	s.cons.StartStream(s.cfg.Full)
+	defer s.prog.fileDone(path)
 	lr := newLineReader(rc, int(s.cfg.MaxLine))
 	var batch []*core.Record
 	flush := func() error {
@@ -246,6 +251,7 @@ func (s *Source) replay(ctx context.Context, path string, out core.Emitter) erro
 			}
 		}
 		batch = append(batch, recs...)
+		s.prog.records.Add(int64(len(recs)))
 		if len(batch) >= maxBatch || s.cfg.Pace == "recorded" && !s.cons.InBacklog() {
 			if err := flush(); err != nil {
 				return err
@@ -350,7 +356,10 @@ func brokerEvent(line []byte) (string, []byte, bool) {
 
 // Open opens a recorded journal: a path (gzip is detected by its magic
 // bytes, not its name) or the embedded scenario.
-func Open(path string) (io.ReadCloser, error) {
+func Open(path string) (io.ReadCloser, error) { return open(path, nil) }
+
+// open is Open counting the input's bytes (compressed, for gzip) into read.
+func open(path string, read *atomic.Int64) (io.ReadCloser, error) {
 	var rc io.ReadCloser
 	if name, ok := strings.CutPrefix(path, "embedded:"); ok {
 		f, err := embedded.Open("embedded/" + name + ".jsonl")
@@ -366,16 +375,22 @@ func Open(path string) (io.ReadCloser, error) {
 		rc = f
 	}
 	br := bufio.NewReaderSize(rc, 256<<10)
+	// Progress counts what the decoder took (compressed bytes for gzip):
+	// counting the file's reads would jump by the read-ahead.
+	var in io.Reader = br
+	if read != nil {
+		in = countingReader{br, read}
+	}
 	magic, _ := br.Peek(2)
 	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
+		zr, err := gzip.NewReader(in)
 		if err != nil {
 			rc.Close()
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		return readCloser{zr, rc}, nil
 	}
-	return readCloser{br, rc}, nil
+	return readCloser{in, rc}, nil
 }
 
 type readCloser struct {
