@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -830,12 +831,27 @@ func (l *locator) errAt(path, msg string) *ConfigError {
 
 var yamlLineRe = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 
+// yamlParserProblems are the problems yaml.v3's parser (not its scanner)
+// reports. For those it prints the line of the collection being parsed,
+// counted from 0, so the number is one early: they get one added, and
+// say that the line is where the collection starts.
+var yamlParserProblems = []string{
+	"did not find expected node content", "did not find expected key", "did not find expected '-' indicator",
+	"did not find expected ',' or ']'", "did not find expected ',' or '}'", "did not find expected <document start>",
+	"found undefined tag handle", "found duplicate %YAML directive", "found incompatible YAML document",
+	"found duplicate %TAG directive",
+}
+
 func yamlSyntaxError(file string, err error) *ConfigError {
 	msg := err.Error()
 	line := 0
 	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
 		line, _ = strconv.Atoi(m[1])
 		msg = m[2]
+	}
+	if slices.Contains(yamlParserProblems, msg) {
+		line++
+		msg += " (in the collection that starts on this line)"
 	}
 	return &ConfigError{File: file, Line: line, Msg: "invalid YAML: " + msg}
 }

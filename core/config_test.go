@@ -36,7 +36,17 @@ func TestConfigErrors(t *testing.T) {
 		{
 			name: "malformed yaml",
 			yaml: "sources:\n  a:\n    type: gen\n    inputs: [a\nsinks: {}\n",
-			want: []string{"test.yaml:3: invalid YAML: did not find expected ',' or ']'"},
+			want: []string{"test.yaml:4: invalid YAML: did not find expected ',' or ']' (in the collection that starts on this line)"},
+		},
+		{
+			name: "malformed yaml, block list",
+			yaml: "sources:\n  a: {type: gen}\nsinks:\n  - x\n  y: 2\n",
+			want: []string{"test.yaml:4: invalid YAML: did not find expected '-' indicator (in the collection that starts on this line)"},
+		},
+		{
+			name: "malformed yaml, scanner error keeps its line",
+			yaml: "sources:\n  a: b: c\n",
+			want: []string{"test.yaml:2: invalid YAML: mapping values are not allowed in this context"},
 		},
 		{
 			name: "not a mapping",

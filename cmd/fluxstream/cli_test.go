@@ -106,7 +106,7 @@ sinks:
 
 	broken, _ := config(t, "sources:\n  a: {type: replay\n")
 	code, _, errOut = runCLI(t, "validate", "-c", broken)
-	if code != exitConfig || !strings.HasPrefix(errOut, broken+":1: invalid YAML:") {
+	if code != exitConfig || !strings.HasPrefix(errOut, broken+":2: invalid YAML:") {
 		t.Fatalf("broken YAML: %d %q", code, errOut)
 	}
 	code, _, errOut = runCLI(t, "validate", "-c", "/nonexistent.yaml")
