@@ -167,6 +167,7 @@ type diskBuffer struct {
 	unreleasedFirst uint64
 	closed          bool
 	lastWarn        time.Time
+	over80          bool // spool over 80% of max_bytes, logged
 	stopSync        chan struct{}
 	syncDone        chan struct{}
 	// entryHint sizes new spool entries (grown from what was seen) so
@@ -307,8 +308,24 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 		b.winFirst += uint64(over)
 	}
 	b.unreleased = append(b.unreleased, recs...)
+	b.noteFill()
 	b.cond.Broadcast()
 	return nil
+}
+
+// noteFill logs once when the spool goes over 80% of max_bytes, and once
+// when it is back under 70% (b.mu held).
+func (b *diskBuffer) noteFill() {
+	used, limit := b.sp.Bytes(), int64(b.cfg.MaxBytes)
+	switch {
+	case !b.over80 && used > limit/10*8:
+		b.over80 = true
+		b.log.Warn("spool over 80% full: the sink is behind; at 100% the source waits (when_full: block) or the oldest records go (drop_oldest)",
+			"bytes", used, "max_bytes", b.cfg.MaxBytes.String(), "records", b.sp.Len(), "when_full", b.cfg.WhenFull, "dir", b.dir)
+	case b.over80 && used < limit/10*7:
+		b.over80 = false
+		b.log.Info("spool below 70% again", "bytes", used, "max_bytes", b.cfg.MaxBytes.String(), "records", b.sp.Len())
+	}
 }
 
 // release acknowledges upstream every record below seq.
@@ -463,6 +480,7 @@ func (b *diskBuffer) Done(t ticket) {
 	b.sp.Ack(t.end)
 	b.release(t.end)
 	b.mu.Lock()
+	b.noteFill()
 	b.cond.Broadcast()
 	b.mu.Unlock()
 }

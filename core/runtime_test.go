@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -449,5 +450,57 @@ sinks:
 	}
 	if n := len(inst.sinks["s"].Got()); n != 30000 {
 		t.Fatalf("delivered %d", n)
+	}
+}
+
+// lockedBuffer is a log destination the test reads while the run writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A spool that passes 80% of max_bytes says so once, with its numbers,
+// and once more when it is back under 70%.
+func TestSpoolFillLogged(t *testing.T) {
+	g, inst := mustBuild(t, `
+sources:
+  gen: {type: gen, count: 30000, batch: 100}
+sinks:
+  slow:
+    type: mem
+    inputs: [gen]
+    buffer: {max_bytes: 1MiB}
+`)
+	stall := make(chan struct{})
+	inst.sinks["slow"].stall = stall
+	var log lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&log, nil))
+	done := make(chan error, 1)
+	go func() { done <- runPipeline(t, g, core.RunOptions{Logger: logger}) }()
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(log.String(), "spool full: blocking") })
+	if n := strings.Count(log.String(), "spool over 80% full"); n != 1 {
+		t.Fatalf("%d 'over 80%%' lines while the sink is stuck:\n%s", n, log.String())
+	}
+	if !strings.Contains(log.String(), "max_bytes=1MiB") || strings.Contains(log.String(), "below 70%") {
+		t.Fatalf("log:\n%s", log.String())
+	}
+	close(stall)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "spool below 70% again") {
+		t.Fatalf("no line when the spool drained:\n%s", log.String())
 	}
 }
