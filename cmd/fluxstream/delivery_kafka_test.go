@@ -15,14 +15,12 @@ import (
 	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
 )
 
-const kill9Topic = "flux.kill9.jobs"
-
 // kafkaIDs reads the topic: event record id -> count, and the job ids of
 // the purge records (told apart by their kind header, not their id).
-func kafkaIDs(t *testing.T, c *kafkatest.Cluster) (map[string]int, map[uint64]bool) {
+func kafkaIDs(t *testing.T, c kafkatest.Peer, topic string) (map[string]int, map[uint64]bool) {
 	t.Helper()
 	ids, purged := map[string]int{}, map[uint64]bool{}
-	for _, m := range c.Records(t, kill9Topic) {
+	for _, m := range c.Records(t, topic) {
 		if recordHeader(m, kafka.HeaderKind) == "purge" {
 			id, _ := strconv.ParseUint(string(m.Key), 10, 64)
 			purged[id] = true
@@ -43,11 +41,11 @@ func recordHeader(m *kgo.Record, key string) string {
 }
 
 // waitKafka polls the topic until it holds every event of want.
-func waitKafka(r *deliveryRig, c *kafkatest.Cluster, want map[string]bool, d time.Duration) {
+func waitKafka(r *deliveryRig, c kafkatest.Peer, topic string, want map[string]bool, d time.Duration) {
 	r.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		got, _ := kafkaIDs(r.t, c)
+		got, _ := kafkaIDs(r.t, c, topic)
 		var missing []string
 		for id := range want {
 			if got[id] == 0 {
@@ -70,9 +68,17 @@ func waitKafka(r *deliveryRig, c *kafkatest.Cluster, want map[string]bool, d tim
 // points: while Kafka is up, while the whole cluster is down (records
 // wait in the sink's spool; a sink that acknowledged records before the
 // brokers had them would lose them here), while the spool drains after
-// the cluster is back, and around the purge.
+// the cluster is back, and around the purge. On kfake and on Apache
+// Kafka.
 func TestKill9NothingLostKafka(t *testing.T) {
-	cluster := kafkatest.Start(t, kafkatest.Options{Brokers: 3, Topics: map[string]int{kill9Topic: 3}, DataDir: t.TempDir(), SyncWrites: true})
+	for _, p := range kafkatest.Peers {
+		t.Run(p.Name, func(t *testing.T) { testKill9NothingLostKafka(t, p) })
+	}
+}
+
+func testKill9NothingLostKafka(t *testing.T, peer kafkatest.PeerKind) {
+	kill9Topic := kafkatest.TopicName(t)
+	cluster := peer.Start(t, kafkatest.PeerOptions{Topics: map[string]int{kill9Topic: 3}, Own: true, SyncWrites: true})
 	r := newDeliveryRig(t, fmt.Sprintf(`
   kafka:
     type: kafka
@@ -88,26 +94,26 @@ func TestKill9NothingLostKafka(t *testing.T) {
 
 	r.start()
 	r.stepTo(outageFrom, 2) // Kafka up, two kills on the way
-	waitKafka(r, cluster, r.backlogEvents(outageFrom), 30*time.Second)
+	waitKafka(r, cluster, kill9Topic, r.backlogEvents(outageFrom), 30*time.Second)
 
 	cluster.Stop() // the whole cluster goes away (cleanly: it keeps its log)
 	r.stepTo(outageTo, 2)
 	r.randomKill(300 * time.Millisecond) // with the spool full of undelivered records
 	cluster.Restart()
 	r.randomKill(300 * time.Millisecond) // while the spool drains
-	waitKafka(r, cluster, r.backlogEvents(outageTo), 30*time.Second)
+	waitKafka(r, cluster, kill9Topic, r.backlogEvents(outageTo), 30*time.Second)
 
 	r.stepTo(purgeAt, 1)
 	// The jobs to be purged are in Kafka before Flux purges them.
-	waitKafka(r, cluster, r.backlogEvents(purgeAt), 30*time.Second)
+	waitKafka(r, cluster, kill9Topic, r.backlogEvents(purgeAt), 30*time.Second)
 	r.stepTo(purgeAt+1, 0) // the purge
 	r.randomKill(100 * time.Millisecond)
 	r.stepTo(r.in.Len(), 1)
 	committed, all := r.expected()
-	waitKafka(r, cluster, committed, 30*time.Second)
+	waitKafka(r, cluster, kill9Topic, committed, 30*time.Second)
 	r.stop()
 
-	got, purged := kafkaIDs(t, cluster)
+	got, purged := kafkaIDs(t, cluster, kill9Topic)
 	dups, records := 0, 0
 	for id, n := range got {
 		records += n

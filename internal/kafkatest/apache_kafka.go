@@ -46,6 +46,9 @@ type ApacheOptions struct {
 	// client listener; Client logs in as the first.
 	Users []User
 	TLS   bool // serve the client listener with a throwaway cert for 127.0.0.1
+	// ReadyTimeout bounds each wait for the brokers to register (default
+	// 90 s).
+	ReadyTimeout time.Duration
 }
 
 // NeedApache skips t where Java or Maven is missing (fails it in CI).
@@ -61,7 +64,7 @@ func StartApache(t testing.TB, opts ApacheOptions) *Apache {
 	t.Helper()
 	NeedApache(t)
 	a := &Apache{t: t, users: opts.Users}
-	ao := apache.Options{Nodes: opts.Nodes, Dir: filepath.Join(t.TempDir(), "kafka")}
+	ao := apache.Options{Nodes: opts.Nodes, Dir: filepath.Join(t.TempDir(), "kafka"), ReadyTimeout: opts.ReadyTimeout}
 	for _, u := range opts.Users {
 		ao.Users = append(ao.Users, apache.User{Mechanism: u.Mechanism, Name: u.Name, Password: u.Password})
 	}
@@ -82,7 +85,8 @@ func StartApache(t testing.TB, opts ApacheOptions) *Apache {
 	if err != nil {
 		t.Fatalf("kafkatest: Apache Kafka: %v", err)
 	}
-	t.Logf("kafkatest: Apache Kafka %s, %d node(s), up in %v", apache.Version, len(c.Nodes()), time.Since(start).Round(time.Millisecond))
+	t.Logf("kafkatest: Apache Kafka %s, %d node(s), up in %v (JVM CPU %v, load average %.1f)", apache.Version, len(c.Nodes()),
+		time.Since(start).Round(time.Millisecond), PeersCPU(c.Pids()).Round(10*time.Millisecond), LoadAvg())
 	a.cluster = c
 	a.addrs, a.internal = c.Addrs(), c.InternalAddrs()
 	t.Cleanup(func() {
@@ -513,9 +517,12 @@ func (a *Apache) StopNode(i int) { a.own().StopNode(i, 30*time.Second) }
 // StartNode starts node i again and waits until it is registered.
 func (a *Apache) StartNode(i int) {
 	a.t.Helper()
+	start := time.Now()
 	if err := a.own().StartNode(context.Background(), i); err != nil {
 		a.t.Fatalf("kafkatest: %v", err)
 	}
+	a.t.Logf("kafkatest: node %d registered again in %v (its JVM CPU %v, load average %.1f)", i+1,
+		time.Since(start).Round(time.Millisecond), PeersCPU([]int{a.cluster.Nodes()[i].Pid()}).Round(10*time.Millisecond), LoadAvg())
 }
 
 // Stop takes every node of a cluster the test started down (SIGTERM,
@@ -526,9 +533,11 @@ func (a *Apache) Stop() { a.own().Stop(30 * time.Second) }
 // registered.
 func (a *Apache) Restart() {
 	a.t.Helper()
+	start := time.Now()
 	if err := a.own().Restart(context.Background()); err != nil {
 		a.t.Fatalf("kafkatest: %v", err)
 	}
+	a.t.Logf("kafkatest: restarted in %v (load average %.1f)", time.Since(start).Round(time.Millisecond), LoadAvg())
 }
 
 func (a *Apache) own() *apache.Cluster {

@@ -88,7 +88,7 @@ func TestApacheThreeNodes(t *testing.T) {
 	if os.Getenv("FLUXSTREAM_KAFKA_3NODES") == "" {
 		t.Skip("three-node cluster: set FLUXSTREAM_KAFKA_3NODES=1 (starts three JVMs; restart after kill -9 not yet reliable)")
 	}
-	a := kafkatest.StartApache(t, kafkatest.ApacheOptions{Nodes: 3, Topics: map[string]int{"events": 6}})
+	a := kafkatest.StartApache(t, kafkatest.ApacheOptions{Nodes: 3, Topics: map[string]int{"events": 6}, ReadyTimeout: 5 * time.Minute})
 	cl := a.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()))
 	produceN(t, cl, "events", 0, 300)
 

@@ -185,6 +185,10 @@ type Options struct {
 	Extra []Listener
 	// Heap is the JVM's -Xmx (default 512m).
 	Heap string
+	// ReadyTimeout bounds each wait for the brokers to register, at
+	// start and after StartNode/Restart (default 90 s; a failure bound
+	// for a loaded machine, not a speed target).
+	ReadyTimeout time.Duration
 	// Config adds or overrides broker properties.
 	Config map[string]string
 }
@@ -268,6 +272,9 @@ func Launch(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	if opts.Heap == "" {
 		opts.Heap = "512m"
+	}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 90 * time.Second
 	}
 	if err := Missing(); err != nil {
 		return nil, err
@@ -585,7 +592,7 @@ func (c *Cluster) startNode(n *Node) error {
 // WaitReady waits until want brokers are registered (unfenced) as seen
 // through the internal listener.
 func (c *Cluster) WaitReady(ctx context.Context, want int) error {
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, c.opts.ReadyTimeout)
 	defer cancel()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.InternalAddrs()...), kgo.DialTimeout(time.Second))
 	if err != nil {
