@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/sinks/jobdb"
+	"github.com/fluxstream/fluxstream/sources/flux/jobstate"
 	"github.com/fluxstream/fluxstream/sources/replay"
 )
 
@@ -438,5 +440,195 @@ func TestParseJobID(t *testing.T) {
 		if _, err := jobdb.ParseJobID(s); err == nil {
 			t.Errorf("ParseJobID(%q) succeeded", s)
 		}
+	}
+}
+
+// genRecord is one generated job's record at one moment of its life.
+func genRecord(id uint64, tsubmit, ts float64, state, result, nodelist string, uid uint32, queue, name string) *core.Record {
+	prio := int64(id % 7)
+	j := &core.Job{ID: id, JobID: fmt.Sprintf("f%d", id), UserID: uid, Username: fmt.Sprintf("u%d", uid), State: state, Result: result,
+		TSubmit: tsubmit, Queue: queue, Name: name, Priority: &prio, Urgency: 16, NTasks: intp(1), Nodelist: nodelist}
+	if state == "RUN" || state == "CLEANUP" || state == "INACTIVE" {
+		j.TRun = tsubmit + 1
+	}
+	if state == "INACTIVE" {
+		j.TInactive = ts
+	}
+	name2 := map[string]string{"SCHED": "priority", "RUN": "alloc", "CLEANUP": "finish", "INACTIVE": "clean"}[state]
+	return &core.Record{Kind: core.KindEvent, ID: core.EventID(id, name2, ts), Event: &core.Event{Timestamp: ts, Name: name2}, Job: j}
+}
+
+// generated: 3000 jobs (three blocks of the node table), each with up to
+// four records (pending, running, cleanup, inactive) whose nodelist
+// changes on the way (a resource shrink), some ids reused, delivered
+// shuffled in batches, with redeliveries.
+func generated(t *testing.T) []*core.Record {
+	rng := rand.New(rand.NewPCG(7, 9))
+	var recs []*core.Record
+	for i := range 3000 {
+		id := uint64(1000 + i)
+		if i%100 == 99 {
+			id = uint64(1000 + i - 50) // a reused id: another incarnation
+		}
+		ts := 1e9 + float64(i)*10
+		uid := uint32(100 + rng.IntN(5))
+		queue := []string{"batch", "debug"}[rng.IntN(2)]
+		name := []string{"a", "b", "c"}[rng.IntN(3)]
+		a := rng.IntN(20)
+		nl := fmt.Sprintf("n[%d-%d]", a, a+rng.IntN(3))
+		shrunk := fmt.Sprintf("n%d", a)
+		result := []string{"COMPLETED", "COMPLETED", "FAILED", "CANCELED", "TIMEOUT"}[rng.IntN(5)]
+		life := []*core.Record{genRecord(id, ts, ts, "SCHED", "", "", uid, queue, name)}
+		switch rng.IntN(4) {
+		case 0: // still pending
+		case 1: // running
+			life = append(life, genRecord(id, ts, ts+1, "RUN", "", nl, uid, queue, name))
+		default:
+			life = append(life, genRecord(id, ts, ts+1, "RUN", "", nl, uid, queue, name),
+				genRecord(id, ts, ts+2+rng.Float64(), "CLEANUP", result, shrunk, uid, queue, name),
+				genRecord(id, ts, ts+5+rng.Float64()*100, "INACTIVE", result, shrunk, uid, queue, name))
+		}
+		recs = append(recs, life...)
+	}
+	// Shuffle within windows (a job's records arrive out of order and
+	// land in one batch or several), and redeliver a tenth.
+	for w := 0; w < len(recs); w += 200 {
+		win := recs[w:min(w+200, len(recs))]
+		rng.Shuffle(len(win), func(i, j int) { win[i], win[j] = win[j], win[i] })
+	}
+	for i := 0; i < len(recs); i += 10 {
+		recs = append(recs, recs[i])
+	}
+	return recs
+}
+
+// Node queries answer exactly what the same query without --node
+// answers, kept to the jobs whose nodelist holds the host: the node
+// table's copies of state, result, user and times follow every update,
+// whatever the batching and order.
+func TestNodeQueryMatchesJobList(t *testing.T) {
+	ctx := context.Background()
+	recs := generated(t)
+	dir := t.TempDir()
+	paths := map[string]int{"batch-37.db": 37, "batch-250.db": 250, "one-batch.db": len(recs)}
+	var want string
+	for p, n := range paths {
+		path := filepath.Join(dir, p)
+		applyAll(t, path, recs, n)
+		got := dump(t, open(t, path))
+		if want == "" {
+			want = got
+		} else if got != want {
+			t.Errorf("%s: another archive than another batching:\n%s", p, firstDiff(got, want))
+		}
+	}
+	db := open(t, filepath.Join(dir, "batch-37.db"))
+	var nrun, nina, nblocks int
+	db.SQL().QueryRow("SELECT count(*) FILTER (WHERE state = 'RUN'), count(*) FILTER (WHERE state = 'INACTIVE'), (SELECT count(DISTINCT blk) FROM job_nodes) FROM jobs").Scan(&nrun, &nina, &nblocks)
+	if nrun < 100 || nina < 100 || nblocks < 3 {
+		t.Fatalf("generated archive: %d running, %d inactive, %d node blocks", nrun, nina, nblocks)
+	}
+	uid := uint32(102)
+	all := jobdb.StatePending | jobdb.StateRunning | jobdb.StateInactive
+	filters := map[string]jobdb.Filter{
+		"-a":               {States: all},
+		"-a -u":            {States: all, UserID: &uid},
+		"running":          {States: jobdb.StateRunning},
+		"-f failed":        {Results: jobdb.ResultFailed},
+		"-f failed,run":    {States: jobdb.StateRun, Results: jobdb.ResultFailed | jobdb.ResultTimeout},
+		"--since --until":  {States: all, Since: 1e9 + 5000, Until: 1e9 + 20000},
+		"-q debug":         {States: all, Queues: []string{"debug"}},
+		"--name -u":        {States: all, Name: "b", UserID: &uid},
+		"-f inactive -q":   {States: jobdb.StateInactive, Queues: []string{"batch"}},
+		"--until (active)": {States: jobdb.StateRunning, Until: 1e9 + 10000},
+	}
+	checked := 0
+	for name, f := range filters {
+		for _, host := range []string{"n0", "n7", "n21", "n9"} {
+			for _, count := range []int{0, 1, 25} {
+				ref := f
+				ref.Count = 0
+				every, _, err := db.Query(ctx, ref)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var exp []string
+				for _, j := range every {
+					hosts, _ := jobstate.ExpandHostlist(j.Nodelist)
+					if slices.Contains(hosts, host) {
+						exp = append(exp, fmt.Sprintf("%s@%v", j.JobID, j.TSubmit))
+					}
+				}
+				wantTrunc := count > 0 && len(exp) > count
+				if wantTrunc {
+					exp = exp[:count]
+				}
+				nf := f
+				nf.Node, nf.Count = host, count
+				jobs, trunc, err := db.Query(ctx, nf)
+				if err != nil {
+					t.Fatalf("%s --node %s: %v", name, host, err)
+				}
+				var ids []string
+				for _, j := range jobs {
+					ids = append(ids, fmt.Sprintf("%s@%v", j.JobID, j.TSubmit))
+				}
+				if !slices.Equal(ids, exp) || trunc != wantTrunc {
+					t.Errorf("%s --node %s -c %d: got %v (truncated %v)\nwant %v (%v)", name, host, count, ids, trunc, exp, wantTrunc)
+				}
+				checked += len(exp)
+			}
+		}
+	}
+	if checked < 1000 {
+		t.Errorf("only %d jobs compared: the generated archive is too thin", checked)
+	}
+}
+
+// Several records of one job in one batch, in any order, end as their
+// newest one; the node table follows the newest nodelist and state.
+func TestBatchMergesOneJob(t *testing.T) {
+	ctx := context.Background()
+	sub := genRecord(50, 100, 100, "SCHED", "", "", 1, "batch", "x")
+	run := genRecord(50, 100, 101, "RUN", "", "n[1-3]", 1, "batch", "x")
+	fin := genRecord(50, 100, 102, "CLEANUP", "FAILED", "n1", 1, "batch", "x")
+	end := genRecord(50, 100, 103, "INACTIVE", "FAILED", "n1", 1, "batch", "x")
+	again := genRecord(50, 900, 900, "RUN", "", "n2", 1, "batch", "x") // a reused id, in the same batch
+	purge := &core.Record{Kind: core.KindPurge, ID: "50:purge:100", Purge: &core.Purge{ID: 50, Reason: "purge-event", Time: 200, TSubmit: 100}}
+	for _, order := range [][]*core.Record{
+		{sub, run, fin, end, again, purge},
+		{end, purge, again, fin, sub, run},
+		{purge, run, again, end, sub, fin},
+	} {
+		path := filepath.Join(t.TempDir(), "jobs.db")
+		db, err := jobdb.Open(ctx, path, jobdb.Options{Synchronous: "normal"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Apply(ctx, order); err != nil {
+			t.Fatal(err)
+		}
+		nodes := func(host string, states int) []string {
+			jobs, _, err := db.Query(ctx, jobdb.Filter{Node: host, States: states})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, j := range jobs {
+				out = append(out, fmt.Sprintf("%s/%s@%v", j.State, j.Result, j.TSubmit))
+			}
+			return out
+		}
+		all := jobdb.StateActive | jobdb.StateInactive
+		if got := fmt.Sprint(nodes("n1", all), nodes("n2", all), nodes("n3", all), nodes("n1", jobdb.StateRunning)); got != "[INACTIVE/FAILED@100] [RUN/@900] [] []" {
+			t.Errorf("order %v: node queries %s", order, got)
+		}
+		var purged sql.NullFloat64
+		var evlen int
+		db.SQL().QueryRow("SELECT purged, json_array_length(eventlog) FROM jobs j JOIN job_data d ON d.pk = j.pk WHERE id = 50 AND t_submit = 100").Scan(&purged, &evlen)
+		if !purged.Valid || purged.Float64 != 200 || evlen != 4 {
+			t.Errorf("order %v: purged %v, %d events", order, purged, evlen)
+		}
+		db.Close()
 	}
 }

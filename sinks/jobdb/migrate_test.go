@@ -1,0 +1,95 @@
+package jobdb
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fluxstream/fluxstream/core"
+)
+
+// A file of schema 1 (as the first release wrote it) is migrated on
+// open: the JSON data moves to job_data, node rows get their job's
+// columns, names land in users, and every query reads it as before.
+func TestMigrateFrom1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	old, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{migrations[0], "PRAGMA user_version = 1",
+		`INSERT INTO jobs (pk, id, t_submit, jobid, userid, username, queue, state, result, name, priority, nodelist, t_run, t_inactive, ev_time, ev_name, snapshot, jobspec, R, eventlog, purged, purge_reason)
+			VALUES (1, 7, 100, 'fX', 42, 'alice', 'batch', 'INACTIVE', 'FAILED', 'sim', 16, 'n[1-2]', 101, 150, 150, 'clean',
+			'{"id":7,"jobid":"fX","userid":42,"urgency":16,"state":"INACTIVE","result":"FAILED","name":"sim","queue":"batch","nodelist":"n[1-2]","t_submit":100,"t_run":101,"t_inactive":150}',
+			'{"v":1}', '{"R":1}', '[{"timestamp":100,"name":"submit"},{"timestamp":150,"name":"clean"}]', 160, 'purge-event'),
+			(2, 8, 200, 'fY', 43, '', 'debug', 'RUN', '', 'x', 16, 'n2', 201, 0, 201, 'alloc', '{"id":8,"jobid":"fY","userid":43,"urgency":16,"state":"RUN","nodelist":"n2","t_submit":200,"t_run":201}', NULL, NULL, NULL, NULL, NULL)`,
+		"INSERT INTO job_nodes VALUES ('n1', 1), ('n2', 1), ('n2', 2)",
+	} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatalf("%.60s: %v", q, err)
+		}
+	}
+	old.Close()
+	// A reader refuses the old schema with what to do.
+	if _, err := Open(ctx, path, Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "needs a migration to 2") {
+		t.Errorf("read-only open of schema 1: %v", err)
+	}
+	db, err := Open(ctx, path, Options{Synchronous: "normal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if v, _ := db.Version(ctx); v != 2 {
+		t.Fatalf("version %d after the migration", v)
+	}
+	es, err := db.Lookup(ctx, 7)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("lookup: %v %v", es, err)
+	}
+	e := es[0]
+	if string(e.Jobspec) != `{"v":1}` || string(e.R) != `{"R":1}` || len(e.Eventlog) != 2 || e.Purged != 160 || e.Username != "alice" {
+		t.Errorf("migrated job: %+v", e)
+	}
+	var rows []string
+	for _, f := range []Filter{{Node: "n2", States: StateActive | StateInactive}, {Node: "n1", Results: ResultFailed}, {Node: "n1", States: StateRunning}} {
+		jobs, _, err := db.Query(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, j := range jobs {
+			ids = append(ids, j.JobID)
+		}
+		rows = append(rows, strings.Join(ids, ","))
+	}
+	if got := strings.Join(rows, " "); got != "fY,fX fX " {
+		t.Errorf("node queries after the migration: %q", got)
+	}
+	if uid, ok, err := db.UserID(ctx, "alice"); err != nil || !ok || uid != 42 {
+		t.Errorf("users: %d %v %v", uid, ok, err)
+	}
+	// And the writer goes on from there: job 8 ends, a new job comes.
+	end := &core.Record{Kind: core.KindEvent, ID: "8:clean:300", Event: &core.Event{Timestamp: 300, Name: "clean"},
+		Job: &core.Job{ID: 8, JobID: "fY", UserID: 43, State: "INACTIVE", Result: "COMPLETED", Nodelist: "n2", TSubmit: 200, TRun: 201, TInactive: 300}}
+	next := &core.Record{Kind: core.KindEvent, ID: "9:alloc:400", Event: &core.Event{Timestamp: 400, Name: "alloc"},
+		Job: &core.Job{ID: 9, JobID: "fZ", UserID: 43, State: "RUN", Nodelist: "n2", TSubmit: 399, TRun: 400}}
+	if err := db.Apply(ctx, []*core.Record{end, next}); err != nil {
+		t.Fatal(err)
+	}
+	jobs, _, err := db.Query(ctx, Filter{Node: "n2", States: StateActive | StateInactive})
+	var ids []string
+	for _, j := range jobs {
+		ids = append(ids, j.JobID+"/"+j.State)
+	}
+	if got := strings.Join(ids, " "); err != nil || got != "fZ/RUN fY/INACTIVE fX/INACTIVE" {
+		t.Errorf("after writing to the migrated archive: %q %v", got, err)
+	}
+	var pk int64
+	db.SQL().QueryRow("SELECT pk FROM jobs WHERE id = 9").Scan(&pk)
+	if pk != 3 {
+		t.Errorf("new job's pk %d, want 3 (after the migrated ones)", pk)
+	}
+}
