@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -24,14 +25,16 @@ func tinyFixture(t *testing.T, n int) []byte {
 	keep := map[int64]bool{-1: true}
 	var out bytes.Buffer
 	for _, line := range bytes.Split(data, []byte("\n")) {
-		var r struct{ ID int64 }
-		if json.Unmarshal(line, &r) != nil {
+		// Every line starts {"id":N, (parseFixture checks that).
+		num, _, _ := bytes.Cut(bytes.TrimPrefix(line, []byte(`{"id":`)), []byte(","))
+		id, err := strconv.ParseInt(string(num), 10, 64)
+		if err != nil {
 			continue
 		}
-		if !keep[r.ID] && len(keep) <= n {
-			keep[r.ID] = true
+		if !keep[id] && len(keep) <= n {
+			keep[id] = true
 		}
-		if keep[r.ID] {
+		if keep[id] {
 			out.Write(line)
 			out.WriteByte('\n')
 		}
