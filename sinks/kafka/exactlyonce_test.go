@@ -353,7 +353,13 @@ func TestExactlyOnceBrokerRestart(t *testing.T) {
 	}
 	got, _ := readCommitted(t, a.Addrs(), topic)
 	checkOnce(t, got, want)
-	t.Logf("%d records exactly once across a broker kill -9 mid-run", len(want))
+	var retries int64
+	for _, s := range p.Stats() {
+		if s.Node == "kafka" {
+			retries = s.Retries
+		}
+	}
+	t.Logf("%d records exactly once across a broker kill -9 mid-run (%d failed transactions retried)", len(want), retries)
 }
 
 func eoPoll(t *testing.T, what string, cond func() bool) {
