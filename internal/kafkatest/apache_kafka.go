@@ -47,7 +47,8 @@ type ApacheOptions struct {
 	Users []User
 	TLS   bool // serve the client listener with a throwaway cert for 127.0.0.1
 	// ReadyTimeout bounds each wait for the brokers to register (default
-	// 90 s).
+	// 5 min: a failure bound for a loaded machine, where one node has
+	// taken 2+ minutes to start at load average 40 on 2 cores).
 	ReadyTimeout time.Duration
 }
 
@@ -64,6 +65,9 @@ func StartApache(t testing.TB, opts ApacheOptions) *Apache {
 	t.Helper()
 	NeedApache(t)
 	a := &Apache{t: t, users: opts.Users}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 5 * time.Minute
+	}
 	ao := apache.Options{Nodes: opts.Nodes, Dir: filepath.Join(t.TempDir(), "kafka"), ReadyTimeout: opts.ReadyTimeout}
 	for _, u := range opts.Users {
 		ao.Users = append(ao.Users, apache.User{Mechanism: u.Mechanism, Name: u.Name, Password: u.Password})
@@ -309,7 +313,7 @@ func startKeeper(dir string) (*apache.SharedState, error) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	deadline := time.After(3 * time.Minute)
+	deadline := time.After(6 * time.Minute) // the keeper's own bound is 5 min
 	for {
 		if st, err := readShared(dir); err == nil {
 			if st.Error != "" {
@@ -323,7 +327,7 @@ func startKeeper(dir string) (*apache.SharedState, error) {
 			return nil, fmt.Errorf("kafkakeeper exited (%v) before the cluster was up:\n%s", err, log)
 		case <-deadline:
 			cmd.Process.Kill()
-			return nil, fmt.Errorf("kafkakeeper: no cluster within 3 minutes")
+			return nil, fmt.Errorf("kafkakeeper: no cluster within 6 minutes")
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

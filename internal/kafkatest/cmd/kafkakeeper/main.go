@@ -67,7 +67,7 @@ func run(dir string, nodes int, idle time.Duration) int {
 	}
 	var c *apache.Cluster
 	if err == nil {
-		c, err = apache.Launch(context.Background(), apache.Options{Nodes: nodes, Dir: clusterDir,
+		c, err = apache.Launch(context.Background(), apache.Options{Nodes: nodes, Dir: clusterDir, ReadyTimeout: 5 * time.Minute,
 			CertFile: certFile, KeyFile: keyFile, PlainClient: true,
 			Extra: []apache.Listener{{Name: "SCRAM", SCRAM: true}, {Name: "TLS", TLS: true}}})
 	}
