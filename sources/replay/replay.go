@@ -370,7 +370,7 @@ func open(path string, read *atomic.Int64) (io.ReadCloser, error) {
 	} else {
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, fmt.Errorf("open journal: %w", err)
+			return nil, fmt.Errorf("journal: %w", err) // err names the path
 		}
 		rc = f
 	}

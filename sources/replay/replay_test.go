@@ -229,7 +229,7 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	src.(core.Provisioner).Provision(context.Background(), core.NodeContext{Logger: quiet()})
-	if err := src.Run(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "open journal: open /nonexistent/j.jsonl") {
+	if err := src.Run(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "journal: open /nonexistent/j.jsonl: no such file") {
 		t.Fatalf("missing file: %v", err)
 	}
 }
