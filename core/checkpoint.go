@@ -130,6 +130,15 @@ func checkKeepers(nodes []*Node) ConfigErrors {
 		at := func(format string, args ...any) {
 			errs = append(errs, sink.Errorf("exactly_once", "exactly_once: "+format, args...))
 		}
+		// The checkpoint may advance only in the sink's transaction: a
+		// disk spool acknowledges records once spooled, and drop_oldest
+		// acknowledges records it drops.
+		if sink.Buffer.Type != "memory" {
+			errs = append(errs, sink.Errorf("buffer.type", "exactly_once needs buffer: {type: memory}: a disk spool acknowledges records to the source once spooled, before they are in the sink's transaction"))
+		}
+		if sink.Buffer.WhenFull == "drop_oldest" {
+			errs = append(errs, sink.Errorf("buffer.when_full", "exactly_once cannot drop records (when_full: block)"))
+		}
 		srcs := upstreamSources(sink)
 		if len(srcs) != 1 {
 			names := make([]string, len(srcs))

@@ -582,13 +582,7 @@ func (c *ckStore) restore(puts []core.KVPut) {
 // newExactlyOnce checks what exactly_once needs of the node and derives
 // the transactional id and the checkpoint topic.
 func newExactlyOnce(nc *core.NodeConfig, c *Config) (*exactlyOnce, error) {
-	var errs core.ConfigErrors
-	if nc.Buffer.Type != "memory" {
-		errs = append(errs, nc.Errorf("buffer.type", "exactly_once needs buffer: {type: memory}: a disk spool acknowledges records to the source once spooled, before they are in a Kafka transaction"))
-	}
-	if nc.Buffer.WhenFull == "drop_oldest" {
-		errs = append(errs, nc.Errorf("buffer.when_full", "exactly_once cannot drop records (when_full: block)"))
-	}
+	var errs core.ConfigErrors // the buffer rules are core's (checkKeepers)
 	cluster := nc.Global().Cluster
 	txid := c.TransactionalID
 	if txid == "" {
