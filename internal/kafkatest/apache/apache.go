@@ -594,7 +594,7 @@ func (c *Cluster) startNode(n *Node) error {
 func (c *Cluster) WaitReady(ctx context.Context, want int) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.ReadyTimeout)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.InternalAddrs()...), kgo.DialTimeout(time.Second))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.InternalAddrs()...), kgo.DialTimeout(5*time.Second))
 	if err != nil {
 		return err
 	}
@@ -607,14 +607,18 @@ func (c *Cluster) WaitReady(ctx context.Context, want int) error {
 				return fmt.Errorf("apache: node %d exited (%v); its log:\n%s", n.ID, n.cmd.ProcessState, c.NodeLog(n.ID-1))
 			}
 		}
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second) // a starved JVM answers late
 		md, err := adm.BrokerMetadata(rctx)
 		rcancel()
 		if err == nil && len(md.Brokers) >= want {
 			return nil
 		}
 		if err == nil {
-			err = fmt.Errorf("%d of %d brokers registered", len(md.Brokers), want)
+			var ids []int32
+			for _, b := range md.Brokers {
+				ids = append(ids, b.NodeID)
+			}
+			err = fmt.Errorf("%d of %d brokers registered (ids %v, as seen by node %d)", len(md.Brokers), want, ids, md.Controller)
 		}
 		last = err
 		select {
