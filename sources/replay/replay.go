@@ -225,17 +225,16 @@ func (s *Source) replay(ctx context.Context, path string, out core.Emitter) erro
 		if len(line) == 0 {
 			continue
 		}
-		where := fmt.Sprintf("%s:%d", path, lr.line)
 		var recs []*core.Record
 		var ts float64
 		if topic, payload, ok := brokerEvent(line); ok {
 			if topic != "job-purge-inactive" {
 				continue
 			}
-			recs = s.cons.Purge(payload, where)
+			recs = s.cons.Purge(payload, fmt.Sprintf("%s:%d", path, lr.line))
 		} else {
 			// The consumer copies what it keeps; the reader reuses line.
-			recs = s.cons.Response(bytes.Clone(line), where)
+			recs = s.cons.ResponseAt(bytes.Clone(line), path, lr.line)
 			ts = lastTimestamp(recs)
 		}
 		if s.cfg.Pace == "recorded" && !s.cons.InBacklog() && ts > 0 {
