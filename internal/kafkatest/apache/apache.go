@@ -618,7 +618,7 @@ func (c *Cluster) WaitReady(ctx context.Context, want int) error {
 			for _, b := range md.Brokers {
 				ids = append(ids, b.NodeID)
 			}
-			err = fmt.Errorf("%d of %d brokers registered (ids %v, as seen by node %d)", len(md.Brokers), want, ids, md.Controller)
+			err = fmt.Errorf("%d of %d brokers registered (ids %v; controller %d)", len(md.Brokers), want, ids, md.Controller)
 		}
 		last = err
 		select {
