@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"hash"
 	"hash/maphash"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +32,7 @@ type Transform struct {
 	roots  [3]root      // jobspec, R, job.annotations
 	ctx    root         // "context", before the event name
 	js     root         // "jobspec", for jobspec-update keys
-	cache  [cacheSets][cacheWays]atomic.Pointer[cached]
+	cache  recpath.Cache
 	logs   [logSlots]atomic.Pointer[cachedLog]
 	memo   memo
 	ids    [idSlots]atomic.Uint64 // uid<<32 | pseudonym; 0 empty
@@ -96,11 +95,7 @@ func (t *Transform) compile() {
 func (t *Transform) SetKey(key []byte) {
 	key = append([]byte(nil), key...)
 	t.macs = sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, key)} }}
-	for i := range t.cache {
-		for w := range t.cache[i] {
-			t.cache[i][w].Store(nil)
-		}
-	}
+	t.cache.Reset()
 	for i := range t.logs {
 		t.logs[i].Store(nil)
 	}
@@ -328,39 +323,53 @@ func sameBytes(a, b []byte) bool {
 	return len(a) == len(b) && unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
-// cachedLog is the anonymized form of one eventlog, by identity: the
-// records of a job carry prefixes of one eventlog slice.
+// cachedLog is the anonymized form of a prefix of one eventlog array:
+// the records of a job carry ever longer prefixes of one array (the source
+// only appends to it), so each record adds its new entries to what the
+// job's earlier records made, and a record's eventlog costs its new
+// entries only.
 type cachedLog struct {
-	src, out []core.Event
+	mu   sync.Mutex
+	base *core.Event  // the source array
+	out  []core.Event // base[:len(out)] anonymized; base itself while no entry changed
 }
 
 const logSlots = 1 << 12
 
-// eventlog returns the anonymized copy of log, or log itself when no
+// eventlog returns the anonymized form of log, or log itself when no
 // rule changes it. The result may be shared by several records: it is
 // read-only, as every part of an emitted record is.
 func (t *Transform) eventlog(log []core.Event) ([]core.Event, error) {
-	slot := &t.logs[addrHash(unsafe.Pointer(unsafe.SliceData(log)), len(log))%logSlots]
-	if e := slot.Load(); e != nil && len(e.src) == len(log) && unsafe.SliceData(e.src) == unsafe.SliceData(log) {
-		return e.out, nil
+	base := unsafe.SliceData(log)
+	slot := &t.logs[recpath.AddrHash(unsafe.Pointer(base), 0)%logSlots]
+	e := slot.Load()
+	if e == nil || e.base != base {
+		e = &cachedLog{base: base}
+		slot.Store(e)
 	}
-	out := log
-	for i := range log {
-		e := &log[i]
-		ctx, err := t.raw(e.Context, partContext, e.Name)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := len(e.out); i < len(log); i++ {
+		ev := log[i]
+		ctx, err := t.raw(ev.Context, partContext, ev.Name)
 		if err != nil {
-			return nil, fmt.Errorf("eventlog.%d.context (%s): %w", i, e.Name, err)
+			return nil, fmt.Errorf("eventlog.%d.context (%s): %w", i, ev.Name, err)
 		}
-		if sameBytes(ctx, e.Context) {
+		aliased := len(e.out) == 0 || &e.out[0] == base
+		switch {
+		case sameBytes(ctx, ev.Context) && aliased:
+			e.out = log[: i+1 : i+1]
 			continue
+		case aliased: // the first change: from here on a copy of its own
+			out := make([]core.Event, i, cap(log))
+			copy(out, log[:i])
+			e.out = out
 		}
-		if &out[0] == &log[0] {
-			out = append([]core.Event(nil), log...)
-		}
-		out[i].Context = ctx
+		ev.Context = ctx
+		// Past the length of every slice handed out: no record sees it.
+		e.out = append(e.out, ev)
 	}
-	slot.Store(&cachedLog{src: log, out: out})
-	return out, nil
+	return e.out[:len(log):len(log)], nil
 }
 
 const (
@@ -370,36 +379,10 @@ const (
 	partContext
 )
 
-// cached is the anonymized form of one JSON object, by identity: records
-// of a job share their jobspec, R and event contexts (the reducer never
-// writes into them), so most lookups hit. The entry holds src, so its
-// memory cannot be reused for other bytes while cached.
-type cached struct {
-	src  []byte
-	out  []byte
-	part int
-	name string
-}
-
-// The cache holds cacheSets*cacheWays entries (each keeps its source
-// alive): set-associative, so that jobs whose bytes hash alike do not
-// keep pushing each other out.
-const (
-	cacheSets = 1 << 10
-	cacheWays = 4
-)
-
-func cacheSet(b []byte) int {
-	return int(addrHash(unsafe.Pointer(unsafe.SliceData(b)), len(b)) % cacheSets)
-}
-
-// addrHash spreads an address and a length over 32 bits (Fibonacci
-// hashing: allocations are aligned and evenly spaced, their low bits
-// alike).
-func addrHash(p unsafe.Pointer, n int) uint64 {
-	return (uint64(uintptr(p)) ^ uint64(n)<<48) * 0x9E3779B97F4A7C15 >> 32
-}
-
+// raw anonymizes one of Flux's JSON objects, part (the cache's tag) and
+// for contexts the event's name telling what applies. What it made of
+// these very bytes before comes from the cache: the records of a job
+// share their jobspec, R and contexts.
 func (t *Transform) raw(src json.RawMessage, part int, name string) (json.RawMessage, error) {
 	if len(src) == 0 {
 		return src, nil
@@ -418,14 +401,11 @@ func (t *Transform) raw(src json.RawMessage, part int, name string) (json.RawMes
 	if start.idle() && !(jsUpdate && !t.js.idle()) {
 		return src, nil
 	}
+	if out, _, ok := t.cache.Get(src, part, name); ok {
+		return out, nil
+	}
 	if start.match < 0 && !jsUpdate && !t.set.Mentions(start.st, src) {
 		return src, nil // no rule reaches into it
-	}
-	set := &t.cache[cacheSet(src)]
-	for w := range set {
-		if e := set[w].Load(); e != nil && sameBytes(e.src, src) && e.part == part && e.name == name {
-			return e.out, nil
-		}
 	}
 	var out []byte
 	var err error
@@ -446,17 +426,7 @@ func (t *Transform) raw(src json.RawMessage, part int, name string) (json.RawMes
 	if bytes.Equal(out, src) {
 		out = src // nothing changed: share, and the record keeps its event
 	}
-	// Into an empty way, else over a random one: the records of many jobs
-	// interleave, and a cyclic walk over more jobs than ways would miss
-	// every time under an oldest-first rule.
-	e := &cached{src: src, out: out, part: part, name: name}
-	for w := range set {
-		if set[w].Load() == nil {
-			set[w].Store(e)
-			return out, nil
-		}
-	}
-	set[rand.IntN(cacheWays)].Store(e)
+	t.cache.Put(src, out, part, name, true)
 	return out, nil
 }
 

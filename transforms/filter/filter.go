@@ -5,6 +5,7 @@
 package filter
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -230,15 +231,16 @@ func (t *Transform) clear(path string) {
 	t.clears = append(t.clears, fn)
 }
 
-// Process returns a filtered copy of r.
+// Process returns a filtered copy of r: a Derive, whose parts are
+// replaced where the plan changes them and shared with r elsewhere.
 func (t *Transform) Process(_ context.Context, r *core.Record) ([]*core.Record, error) {
-	c := r.Clone()
+	c := r.Derive()
 	c.Encoded = nil // made from the unfiltered record: place encoders after filter
 	for _, fn := range t.clears {
 		fn(c)
 	}
 	for i, rp := range t.raws {
-		slot := rp.field(c)
+		slot := rp.field.get(c) // read only: it may be shared with r
 		if slot == nil || len(*slot) == 0 {
 			continue
 		}
@@ -246,30 +248,49 @@ func (t *Transform) Process(_ context.Context, r *core.Record) ([]*core.Record, 
 		if err != nil {
 			return nil, fmt.Errorf("filter %s of %s: %w", rp.path, r.ID, err)
 		}
+		if sameBytes(out, *slot) {
+			continue
+		}
+		if rp.field.own != nil {
+			slot = rp.field.own(c)
+		}
 		*slot = out
 	}
 	if t.eventlog != nil {
+		owned := false
 		for i := range c.Eventlog {
 			s := *t.eventlog
 			ci, ce, _, ck := t.pruner.Step(s.Inc, s.Exc, s.KeepAll, recpath.Index(i))
 			ci, ce, excluded, ck := t.pruner.Step(ci, ce, ck, "context")
-			e := &c.Eventlog[i]
-			if excluded || (!ck && ci.Empty()) {
-				e.Context = nil
+			ctx := c.Eventlog[i].Context
+			var out []byte
+			switch st := (recpath.Start{Inc: ci, Exc: ce, KeepAll: ck}); {
+			case excluded || (!ck && ci.Empty()):
+				out = nil
+			case st.Untouched() || len(ctx) == 0:
+				continue
+			default:
+				var err error
+				if out, err = t.prune(ctx, st, -1, recpath.Index(i)); err != nil {
+					return nil, fmt.Errorf("filter eventlog.%d.context of %s: %w", i, r.ID, err)
+				}
+			}
+			if sameBytes(out, ctx) {
 				continue
 			}
-			st := recpath.Start{Inc: ci, Exc: ce, KeepAll: ck}
-			if st.Untouched() || len(e.Context) == 0 {
-				continue
+			if !owned { // the eventlog is shared with r until here
+				c.Eventlog, owned = append([]core.Event(nil), c.Eventlog...), true
 			}
-			out, err := t.prune(e.Context, st, -1, recpath.Index(i))
-			if err != nil {
-				return nil, fmt.Errorf("filter eventlog.%d.context of %s: %w", i, r.ID, err)
-			}
-			e.Context = out
+			c.Eventlog[i].Context = out
 		}
 	}
 	return []*core.Record{c}, nil
+}
+
+// sameBytes reports whether a and b are the very same bytes (or both
+// empty).
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // prune prunes src, or returns what it made of these very bytes before
@@ -286,8 +307,11 @@ func (t *Transform) prune(src []byte, st recpath.Start, tag int, name string) ([
 	if err != nil {
 		return nil, err
 	}
-	if !kept {
+	switch {
+	case !kept:
 		out = nil
+	case bytes.Equal(out, src):
+		out = src // nothing pruned: share the original
 	}
 	t.cache.Put(src, out, tag, name, kept)
 	return out, nil

@@ -174,3 +174,34 @@ func BenchmarkFilter(b *testing.B) {
 		})
 	}
 }
+
+// The filtered copy shares what it does not change with the original:
+// clearing or pruning inside shared parts (event, eventlog, allocated,
+// purge, invalid) must never reach the record other sinks hold.
+func TestInputUnchanged(t *testing.T) {
+	recs := records(t, transformtest.Scenario)
+	recs = append(recs,
+		&core.Record{Kind: core.KindPurge, ID: "1:purge:2", Purge: &core.Purge{ID: 1, JobID: "f1", Reason: "purge-event", Time: 3, TSubmit: 2}},
+		&core.Record{Kind: core.KindInvalid, ID: "x", Invalid: &core.Invalid{Error: "bad", Where: "line 1", Raw: "{"}})
+	for _, yaml := range []string{
+		"exclude: [job.allocated.ranks, job.allocated.starttime, event.context.userid, eventlog.*.context.userid, purge.time, invalid.raw, invalid.where, job.exception, jobspec.tasks]\n",
+		"exclude: [event.context, eventlog.0.context]\n",
+		"include: [event.context.severity, eventlog.*.context.urgency, job.allocated.nodelist, purge, invalid]\n",
+	} {
+		tr := newFilter(t, yaml)
+		changed := 0
+		for _, r := range recs {
+			before, _ := r.MarshalJSON()
+			out := process(t, tr, r)
+			if after, _ := r.MarshalJSON(); !bytes.Equal(after, before) {
+				t.Fatalf("%s: %s: the input changed:\n%s\n%s", yaml, r.ID, before, after)
+			}
+			if got, _ := out.JSON(); !bytes.Equal(got, before) {
+				changed++
+			}
+		}
+		if changed < len(recs)/2 {
+			t.Fatalf("%s: only %d of %d records changed", yaml, changed, len(recs))
+		}
+	}
+}

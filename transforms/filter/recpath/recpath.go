@@ -101,10 +101,10 @@ func (s *State) has(i int) bool { return s[i>>6]&(1<<(i&63)) != 0 }
 // Set is a compiled list of patterns.
 type Set struct {
 	Patterns []Pattern
-	seg      []string // position -> segment
-	pat      []int    // position -> pattern index
-	last     []bool   // position is the pattern's last segment
-	rank     []int    // pattern index -> precedence (lower wins)
+	seg      []string   // position -> segment
+	pat      []int      // position -> pattern index
+	last     []bool     // position is the pattern's last segment
+	rank     []int      // pattern index -> precedence (lower wins)
 	quoted   [][]byte   // position -> the segment as a JSON string, nil for a glob
 	needs    [][][]byte // position -> quoted keys from there to the pattern's end
 	start    State
