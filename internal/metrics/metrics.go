@@ -131,7 +131,7 @@ var (
 	sinkRetries     = desc("fluxstream_sink_retries_total", "Failed Write attempts that were retried.", "sink")
 	sinkBufDropped  = desc("fluxstream_sink_buffer_dropped_total", "Records given up by when_full: drop_oldest.", "sink")
 	sinkSpoolRecs   = desc("fluxstream_sink_spool_records", "Records in the sink's buffer not yet delivered (disk: the batch in flight included).", "sink")
-	sinkSpoolBytes  = desc("fluxstream_sink_spool_bytes", "Bytes of the sink's disk spool (0 for a memory buffer).", "sink")
+	sinkSpoolBytes  = desc("fluxstream_sink_spool_bytes", "On-disk size of the sink's spool segments; delivered records leave it when their segment is removed (0 for a memory buffer).", "sink")
 	sinkOldestAge   = desc("fluxstream_sink_oldest_undelivered_age_seconds", "Age of the oldest record not yet delivered by the sink (0: none waits).", "sink")
 	sinkInFlight    = desc("fluxstream_sink_in_flight_records", "Records of the batch the sink is writing or retrying.", "sink")
 	sinkFailingSecs = desc("fluxstream_sink_failing_seconds", "How long the sink's current batch has been failing (0: not failing).", "sink")
