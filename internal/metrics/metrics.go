@@ -77,13 +77,28 @@ func New(opts Options) *Metrics {
 }
 
 // Attach makes p the pipeline that is reported (nil: none) and has it
-// report its writes here.
+// report its writes here. The histograms of sinks the previous pipeline
+// had and p has not (removed by a reload) are dropped.
 func (m *Metrics) Attach(p *core.Pipeline) {
 	if p != nil {
 		p.SetSinkObserver(m)
 	}
-	if old := m.cur.Swap(p); old != nil && old != p {
-		old.SetSinkObserver(nil)
+	old := m.cur.Swap(p)
+	if old == nil || old == p {
+		return
+	}
+	old.SetSinkObserver(nil)
+	keep := map[string]bool{}
+	if p != nil {
+		for _, s := range p.Stats() {
+			keep[s.Node] = s.Kind == core.KindSink
+		}
+	}
+	for _, s := range old.Stats() {
+		if s.Kind == core.KindSink && !keep[s.Node] {
+			m.writeSeconds.DeletePartialMatch(prometheus.Labels{"sink": s.Node})
+			m.batchRecords.DeletePartialMatch(prometheus.Labels{"sink": s.Node})
+		}
 	}
 }
 
