@@ -1,11 +1,14 @@
 package core_test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/fluxstream/fluxstream/core"
 )
@@ -65,4 +68,52 @@ func TestDamagedStateDB(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A finished job costs a small constant in state.db: entries that shrink
+// (a job's partial entry replaced by its 10-byte done entry) do not leave
+// pages mostly empty, and ascending ids fill pages.
+func TestStateDBFinishedJobsStaySmall(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := core.OpenStateDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := st.Node("flux")
+	const jobs, batch, active = 20000, 100, 500
+	id := uint64(349066756096)
+	partial, done := make([]byte, 200), make([]byte, 10)
+	var running []uint64
+	for range jobs / batch {
+		var puts []core.KVPut
+		for range batch {
+			id += 1 << 24
+			running = append(running, id)
+			puts = append(puts, core.KVPut{Key: binary.BigEndian.AppendUint64(nil, id), Value: partial})
+		}
+		if len(running) > active {
+			for _, old := range running[:batch] {
+				puts = append(puts, core.KVPut{Key: binary.BigEndian.AppendUint64(nil, old), Value: done})
+			}
+			running = running[batch:]
+		}
+		if err := kv.Commit(puts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.View(func(tx *bolt.Tx) error {
+		s := tx.Bucket([]byte("node:flux")).Stats()
+		perJob := float64(s.LeafAlloc+s.BranchAlloc-active*216) / (jobs - active)
+		t.Logf("%d jobs (%d active): %d leaf pages, %.1f bytes of pages per finished job", jobs, active, s.LeafPageN, perJob)
+		if perJob > 64 {
+			t.Errorf("%.0f bytes of pages per finished job; want under 64 (18 of data)", perJob)
+		}
+		return nil
+	})
 }
