@@ -187,8 +187,10 @@ sinks:
 
 	// Failing for less than unhealthy_after: still ready, the sink shown
 	// failing with its error.
+	// The source finished, so the pipeline drains (stopping): that is
+	// ready while the sinks are.
 	code, r := readyz(t, srv.URL)
-	if code != http.StatusOK || !r.Ready || len(r.Sinks) != 2 {
+	if code != http.StatusOK || !r.Ready || r.Phase != core.PhaseStopping || len(r.Sinks) != 2 {
 		t.Fatalf("/readyz %d %+v", code, r)
 	}
 	for _, s := range r.Sinks {
