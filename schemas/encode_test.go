@@ -143,3 +143,38 @@ func BenchmarkUnmarshal(b *testing.B) {
 		}
 	}
 }
+
+// Decoding reuses its scratch value: a record with every optional field
+// empty, decoded right after one with every field set, has none of them.
+func TestDecodeLeavesNothingBehind(t *testing.T) {
+	var full core.Record
+	n := 0
+	fill(reflect.ValueOf(&full).Elem(), &n)
+	sparse := core.Record{Kind: core.KindEvent, ID: "j:e:1", Job: &core.Job{ID: 1}, Event: &core.Event{Name: "submit"}}
+	fullBody, err := Marshal(&full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sparseBody, err := Marshal(&sparse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := core.DecodeAvro(sparseBody)
+	wantJSON, _ := want.MarshalJSON()
+	for range 100 {
+		a, err := core.DecodeAvro(fullBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := core.DecodeAvro(sparseBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := b.MarshalJSON(); string(got) != string(wantJSON) {
+			t.Fatalf("after a full record, the sparse one decodes as\n%s\nwant\n%s", got, wantJSON)
+		}
+		if a.Job.Dependencies != nil && b.Job.Dependencies != nil && &a.Job.Dependencies[0] == &b.Job.Dependencies[0] {
+			t.Fatal("two decoded records share their dependencies")
+		}
+	}
+}
