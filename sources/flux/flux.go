@@ -135,11 +135,16 @@ func (s *Source) URI() string { return s.cfg.URI }
 func (s *Source) Provision(_ context.Context, nc core.NodeContext) error {
 	s.log = nc.Logger
 	s.stopAfter = nc.DryRun
-	s.cons = journal.NewConsumer(journal.Options{
+	cons := journal.NewConsumer(journal.Options{
 		Source: nc.Name, Cluster: s.cfg.Cluster, Include: s.cfg.Include,
 		Users: users.New(s.cfg.UserLookup), Logger: nc.Logger,
 	}, nc.State)
-	s.ann = newAnnotator(s.cons)
+	// Under s.mu: the CLI's progress line asks for Stats while the
+	// pipeline still provisions (an exactly-once sink reads Kafka first).
+	s.mu.Lock()
+	s.cons = cons
+	s.mu.Unlock()
+	s.ann = newAnnotator(cons)
 	return nil
 }
 
@@ -192,10 +197,13 @@ var _ journal.StatsReporter = (*Source)(nil)
 // Stats reports what the journal consumer did (counts per backlog, per
 // stream, in all).
 func (s *Source) Stats() journal.Stats {
-	if s.cons == nil {
+	s.mu.Lock()
+	cons := s.cons
+	s.mu.Unlock()
+	if cons == nil {
 		return journal.Stats{}
 	}
-	return s.cons.Stats()
+	return cons.Stats()
 }
 
 func (s *Source) Run(ctx context.Context, out core.Emitter) error {
