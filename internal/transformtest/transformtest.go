@@ -4,9 +4,12 @@
 package transformtest
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"syscall"
@@ -158,4 +161,25 @@ func Bench(b *testing.B, recs []*core.Record, fresh func() core.Transform) {
 			}
 		}
 	})
+}
+
+// Golden compares got with the file at path (testdata/...), or rewrites
+// the file when update is set (go test -update).
+func Golden(t testing.TB, path string, got []byte, update bool) {
+	t.Helper()
+	if update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -update writes it)", err)
+	}
+	if !bytes.Equal(want, got) {
+		t.Fatalf("differs from %s (go test -update to accept):\n%s", path, got)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/transformtest"
 	"github.com/fluxstream/fluxstream/schemas"
 	"github.com/fluxstream/fluxstream/sinks/kafka"
 	"github.com/fluxstream/fluxstream/transforms/avro"
@@ -362,20 +363,7 @@ func TestGolden(t *testing.T) {
 		buf.Write(js)
 		buf.WriteByte('\n')
 	}
-	golden := filepath.Join("testdata", "scenario.golden.jsonl")
-	if *update {
-		os.MkdirAll("testdata", 0o755)
-		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update)", err)
-	}
-	if !bytes.Equal(buf.Bytes(), want) {
-		t.Fatalf("output differs from %s (go test -update to accept):\n%s", golden, buf.String())
-	}
+	transformtest.Golden(t, filepath.Join("testdata", "scenario.golden.jsonl"), buf.Bytes(), *update)
 }
 
 // The caches (pseudonyms, uids, JSON and eventlogs by identity) change

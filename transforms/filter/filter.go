@@ -112,6 +112,7 @@ type Transform struct {
 var (
 	_ core.Transform   = (*Transform)(nil)
 	_ core.Provisioner = (*Transform)(nil)
+	_ core.Warner      = (*Transform)(nil)
 )
 
 // New decodes the node's config and plans the work.

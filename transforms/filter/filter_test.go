@@ -3,12 +3,12 @@ package filter_test
 import (
 	"bytes"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/builtin"
 	"github.com/fluxstream/fluxstream/internal/transformtest"
 	"github.com/fluxstream/fluxstream/schemas"
 	"github.com/fluxstream/fluxstream/transforms/filter"
@@ -149,18 +149,7 @@ func TestFixturesGolden(t *testing.T) {
 			}
 		}
 	}
-	golden := filepath.Join("testdata", "scenario.golden.jsonl")
-	if *update {
-		os.MkdirAll("testdata", 0o755)
-		os.WriteFile(golden, buf.Bytes(), 0o644)
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (go test -update)", err)
-	}
-	if !bytes.Equal(want, buf.Bytes()) {
-		t.Fatalf("differs from %s (go test -update to accept):\n%s", golden, buf.String())
-	}
+	transformtest.Golden(t, filepath.Join("testdata", "scenario.golden.jsonl"), buf.Bytes(), *update)
 }
 
 func BenchmarkFilter(b *testing.B) {
@@ -203,5 +192,23 @@ func TestInputUnchanged(t *testing.T) {
 		if changed < len(recs)/2 {
 			t.Fatalf("%s: only %d of %d records changed", yaml, changed, len(recs))
 		}
+	}
+}
+
+// validate prints the warnings: they reach the graph's, with the file
+// and line of the key.
+func TestWarningsInValidate(t *testing.T) {
+	cfg := "sources:\n  journal: {type: replay, path: embedded:scenario}\ntransforms:\n  trim:\n    type: filter\n    inputs: [journal]\n    exclude: [job.usrname]\nsinks:\n  out: {type: stdout, inputs: [trim]}\n"
+	loaded, err := core.LoadConfig("p.yaml", []byte(cfg), core.LoadOptions{Environ: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := core.Build(loaded, builtin.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "p.yaml:7: transforms.trim.exclude: warning: job.usrname can never match: it is not a field of the record (schemas/record.md)"
+	if got := g.Warnings().Error(); got != want {
+		t.Fatalf("warnings:\n%s\nwant\n%s", got, want)
 	}
 }

@@ -1,7 +1,10 @@
 package route_test
 
 import (
+	"bytes"
 	"context"
+	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -180,3 +183,19 @@ func BenchmarkRoute(b *testing.B) {
 }
 
 func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// Golden: the outputs of every scenario record ("" is the default).
+func TestGolden(t *testing.T) {
+	rt := newRouter(t, routes)
+	var buf bytes.Buffer
+	for _, r := range records(t, "../../testdata/flux/journal-scenario-live-full.jsonl") {
+		outs, err := rt.Route(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&buf, "%s %q\n", r.ID, outs)
+	}
+	transformtest.Golden(t, "testdata/scenario.golden.txt", buf.Bytes(), *update)
+}

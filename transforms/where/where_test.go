@@ -2,6 +2,9 @@ package where_test
 
 import (
 	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
 	"context"
 	"encoding/json"
 	"os"
@@ -185,4 +188,27 @@ func BenchmarkWhere(b *testing.B) {
 			transformtest.Bench(b, recs, func() core.Transform { return tr })
 		})
 	}
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// Golden: which scenario records each expression keeps (id, event, the
+// job's state), over the event, the context and the snapshot.
+func TestGolden(t *testing.T) {
+	recs := transformtest.Records(t, scenario, transformtest.IncludeDefault)
+	var buf bytes.Buffer
+	for _, expr := range []string{
+		`event.name == "clean" && job.result != "COMPLETED"`,
+		`event.name == "exception" && event.context.severity == 0`,
+		`event.name == "submit" && event.context.urgency != 16`,
+		`job.queue == "debug" && event.name in ["alloc", "finish"]`,
+		`kind != "event" || (has_job && job.state == "SCHED" && event.name == "priority" && job.priority > 0)`,
+	} {
+		fmt.Fprintf(&buf, "# %s\n", expr)
+		_, kept := count(t, newWhere(t, "expr: '"+expr+"'"), recs)
+		for _, r := range kept {
+			fmt.Fprintf(&buf, "%s %s\n", r.ID, r.Job.State)
+		}
+	}
+	transformtest.Golden(t, "testdata/scenario.golden.txt", buf.Bytes(), *update)
 }
