@@ -3,10 +3,10 @@ package where_test
 import (
 	"bufio"
 	"bytes"
-	"flag"
-	"fmt"
 	"context"
 	"encoding/json"
+	"flag"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
