@@ -58,6 +58,11 @@ type Encoded struct {
 	Value    []byte            // what goes on the wire
 	SchemaID int               // registry id, 0 if none
 	Headers  map[string]string // extra headers the encoder wants shipped
+	// RecordAt is where in Value the record's own Avro binary (the
+	// schemas/avrorec schema, as AppendAvro writes it) starts, after the
+	// framing: 5 for Confluent, 10 for single-object. 0: Value is not the
+	// record's own encoding. A disk spool then stores the record once.
+	RecordAt int
 }
 
 // Record is what flows through the DAG: one job event plus the job snapshot

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -226,5 +227,49 @@ func BenchmarkClone(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = r.Clone()
+	}
+}
+
+// A record whose encoder wrote its own Avro binary is spooled once: the
+// entry holds the encoder's bytes and is read back from them, equal in
+// every field; cut or wrong offsets are refused, never misread.
+func TestSpoolEntryRecordInsideEncoded(t *testing.T) {
+	var r Record
+	n := 0
+	fill(reflect.ValueOf(&r).Elem(), &n)
+	r.Encoded = nil
+	body, err := AppendAvro(nil, &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, frame := range [][]byte{{0, 0, 0, 0, 7}, {0xc3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8}} {
+		r.Encoded = &Encoded{Format: "avro-x", Value: append(slices.Clone(frame), body...), SchemaID: 7,
+			Headers: map[string]string{"a": "1"}, RecordAt: len(frame)}
+		e, err := encodeSpoolEntry(&r, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e[0] != spoolEntryV2 || len(e) > len(r.Encoded.Value)+64 {
+			t.Fatalf("entry of %d bytes (version %d) for %d encoded bytes: the record is stored twice", len(e), e[0], len(r.Encoded.Value))
+		}
+		back, err := decodeSpoolEntry(e, spoolMeta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := r.MarshalJSON()
+		got, _ := back.MarshalJSON()
+		if string(got) != string(want) || !reflect.DeepEqual(back.Encoded, r.Encoded) {
+			t.Fatalf("spool round trip:\n got %s %+v\nwant %s %+v", got, back.Encoded, want, r.Encoded)
+		}
+		for i := range e {
+			if _, err := decodeSpoolEntry(e[:i], spoolMeta); err == nil {
+				t.Fatalf("entry cut at %d of %d decoded", i, len(e))
+			}
+		}
+		bad := slices.Clone(e)
+		bad[len(bad)-1] = 0 // no offset
+		if _, err := decodeSpoolEntry(bad, spoolMeta); err == nil || !strings.Contains(err.Error(), "record offset") {
+			t.Fatalf("offset 0: %v", err)
+		}
 	}
 }

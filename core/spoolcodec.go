@@ -23,7 +23,14 @@ import (
 // fluxstream drains after an upgrade: its records are read through Avro
 // schema resolution. Segments of the first milestone carry no schema; they
 // were written with avrorec.V1.
-const spoolEntryV1 = 1
+//
+// Version 2 entries hold a record that an encoder turned into its own Avro
+// binary (Encoded.RecordAt > 0) once: the record is read back from the
+// encoder's bytes, which were written with the same schema.
+const (
+	spoolEntryV1 = 1
+	spoolEntryV2 = 2
+)
 
 // spoolMeta is the segment header of spools written now: the schema's
 // Rabin fingerprint (8 bytes, big-endian), then the schema text.
@@ -62,11 +69,19 @@ func spoolWriterSchema(meta []byte) (avro.Schema, error) {
 
 func encodeSpoolEntry(r *Record, sizeHint int) ([]byte, error) {
 	b := make([]byte, 0, sizeHint)
-	b = append(b, spoolEntryV1)
-	if e := r.Encoded; e == nil {
+	e := r.Encoded
+	once := e != nil && e.RecordAt > 0 && e.RecordAt < len(e.Value)
+	if once {
+		b = append(b, spoolEntryV2, 2)
+	} else {
+		b = append(b, spoolEntryV1)
+	}
+	if e == nil {
 		b = append(b, 0)
 	} else {
-		b = append(b, 1)
+		if !once {
+			b = append(b, 1)
+		}
 		b = appendBytes(b, []byte(e.Format))
 		b = appendBytes(b, e.Value)
 		b = binary.AppendUvarint(b, uint64(e.SchemaID))
@@ -81,6 +96,9 @@ func encodeSpoolEntry(r *Record, sizeHint int) ([]byte, error) {
 			b = appendBytes(b, []byte(e.Headers[k]))
 		}
 	}
+	if once {
+		return binary.AppendUvarint(b, uint64(e.RecordAt)), nil
+	}
 	return AppendAvro(b, r)
 }
 
@@ -93,13 +111,17 @@ var errShortEntry = errors.New("spool entry cut short")
 
 // decodeSpoolEntry decodes an entry of a segment whose header is meta.
 func decodeSpoolEntry(b, meta []byte) (*Record, error) {
-	if len(b) == 0 || b[0] != spoolEntryV1 {
+	if len(b) == 0 || b[0] != spoolEntryV1 && b[0] != spoolEntryV2 {
 		return nil, fmt.Errorf("spool entry: unknown version")
 	}
 	d := entryDecoder{b: b[1:]}
 	hasEnc := d.byte()
+	switch {
+	case b[0] == spoolEntryV1 && hasEnc > 1, b[0] == spoolEntryV2 && hasEnc != 2:
+		return nil, fmt.Errorf("spool entry: version %d with encoding flag %d", b[0], hasEnc)
+	}
 	var enc *Encoded
-	if hasEnc == 1 {
+	if hasEnc >= 1 {
 		enc = &Encoded{Format: string(d.bytes()), Value: d.bytes()}
 		enc.SchemaID = int(d.uvarint())
 		if n := d.uvarint(); n > 0 && d.err == nil {
@@ -116,11 +138,25 @@ func decodeSpoolEntry(b, meta []byte) (*Record, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
+	body := d.b
+	if hasEnc == 2 {
+		at := d.uvarint()
+		switch {
+		case d.err != nil:
+			return nil, d.err
+		case len(d.b) != 0:
+			return nil, fmt.Errorf("spool entry: %d bytes after the record offset", len(d.b))
+		case at == 0 || at >= uint64(len(enc.Value)):
+			return nil, fmt.Errorf("spool entry: record offset %d outside the %d encoded bytes", at, len(enc.Value))
+		}
+		enc.RecordAt = int(at)
+		body = enc.Value[at:]
+	}
 	writer, err := spoolWriterSchema(meta)
 	if err != nil {
 		return nil, err
 	}
-	r, err := DecodeAvroFrom(writer, d.b)
+	r, err := DecodeAvroFrom(writer, body)
 	if err != nil {
 		return nil, fmt.Errorf("spool entry: %w", err)
 	}

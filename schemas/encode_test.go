@@ -178,3 +178,23 @@ func TestDecodeLeavesNothingBehind(t *testing.T) {
 		}
 	}
 }
+
+// FramingLen is where the record's own Avro binary starts in both
+// framings: a disk spool stores such a record once, inside the value.
+func TestFramingLenFindsTheRecord(t *testing.T) {
+	var r core.Record
+	n := 0
+	fill(reflect.ValueOf(&r).Elem(), &n)
+	r.Encoded = nil
+	body, _ := core.AppendAvro(nil, &r)
+	conf, _ := AppendConfluent(nil, 42, &r)
+	single, _ := AppendSingleObject(nil, &r)
+	for format, value := range map[string][]byte{FormatConfluent: conf, FormatSingleObject: single} {
+		if at := FramingLen(format); string(value[at:]) != string(body) {
+			t.Errorf("%s: the record does not start at %d", format, at)
+		}
+	}
+	if FramingLen("json") != 0 {
+		t.Error("a format that is not Avro of the record has an offset")
+	}
+}

@@ -34,6 +34,18 @@ const (
 	FormatSingleObject = "avro-single-object" // C3 01, 8-byte CRC-64-AVRO fingerprint (LE), Avro binary
 )
 
+// FramingLen is the length of format's framing before the Avro binary:
+// 5 (Confluent), 10 (single-object), 0 for any other format.
+func FramingLen(format string) int {
+	switch format {
+	case FormatConfluent:
+		return 5
+	case FormatSingleObject:
+		return 2 + 8
+	}
+	return 0
+}
+
 // ContentType names an encoding for Kafka headers.
 func ContentType(format string) string {
 	switch format {
