@@ -355,7 +355,11 @@ func (s *Source) Provision(_ context.Context, nc core.NodeContext) error {
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
 	)
-	s.client, err = kgo.NewClient(opts...)
+	cl, err := kgo.NewClient(opts...)
+	// Under mu: ConsumerLag (metrics) may ask while the pipeline provisions.
+	s.mu.Lock()
+	s.client = cl
+	s.mu.Unlock()
 	return s.redact.Error(err)
 }
 
@@ -881,10 +885,13 @@ type PartitionLag struct {
 // ConsumerLag reports the lag of every owned partition a fetch has shown
 // (metrics: LagMetric), sorted by topic and partition.
 func (s *Source) ConsumerLag() []PartitionLag {
-	if s.client == nil {
+	s.mu.Lock()
+	cl := s.client
+	s.mu.Unlock()
+	if cl == nil {
 		return nil
 	}
-	committed := s.client.CommittedOffsets()
+	committed := cl.CommittedOffsets()
 	s.mu.Lock()
 	out := make([]PartitionLag, 0, len(s.parts))
 	for key, pt := range s.parts {
