@@ -82,11 +82,13 @@ func TestApacheShared(t *testing.T) {
 }
 
 func TestApacheThreeNodes(t *testing.T) {
-	// Known problem: on 2 cores the three nodes start in 20-55 s, and a
-	// node restarted after SIGKILL did not register again within 90 s in
-	// every run here. Until that is understood, this runs on demand only.
+	// On demand only: on a loaded 2-core machine one broker did not
+	// show in the metadata within 5 minutes in both runs watched (once
+	// after its kill -9 restart although its log said RUNNING, once at
+	// the first start after a controller change); README "Three nodes
+	// stay opt-in". Cost is not the reason (31 CPU-s to start three).
 	if os.Getenv("FLUXSTREAM_KAFKA_3NODES") == "" {
-		t.Skip("three-node cluster: set FLUXSTREAM_KAFKA_3NODES=1 (starts three JVMs; restart after kill -9 not yet reliable)")
+		t.Skip("three-node cluster: set FLUXSTREAM_KAFKA_3NODES=1 (three JVMs; a broker may not register on a loaded machine, see README)")
 	}
 	a := kafkatest.StartApache(t, kafkatest.ApacheOptions{Nodes: 3, Topics: map[string]int{"events": 6}, ReadyTimeout: 5 * time.Minute})
 	cl := a.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()))
