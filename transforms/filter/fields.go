@@ -2,6 +2,7 @@ package filter
 
 import (
 	"encoding/json"
+	"strings"
 
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/transforms/filter/recpath"
@@ -55,7 +56,8 @@ func onJob(fn func(j *core.Job)) func(*core.Record) {
 // value, which the JSON form leaves out and Avro writes as null (userid
 // and urgency get the contract's "not known" values, 4294967295 and -1).
 // The copy owns the record and its job; a field inside a part it shares
-// (event, purge, invalid, allocated) is cleared in a copy of that part.
+// (event, purge, invalid, allocated) is cleared in a copy of that part
+// (ownParts, or OwnEvent).
 var clears = map[string]func(*core.Record){
 	"cluster":  func(r *core.Record) { r.Cluster = "" },
 	"source":   func(r *core.Record) { r.Source = "" },
@@ -122,24 +124,55 @@ var clears = map[string]func(*core.Record){
 	"job.allocated.expiration": onAllocated(func(a *core.Allocated) { a.Expiration = 0 }),
 }
 
-// onAllocated clears in a copy of the shared allocated part.
+// onAllocated clears in the allocated part, which ownParts copied.
 func onAllocated(fn func(*core.Allocated)) func(*core.Record) {
 	return onJob(func(j *core.Job) {
 		if j.Allocated != nil {
-			a := *j.Allocated
-			fn(&a)
-			j.Allocated = &a
+			fn(j.Allocated)
 		}
 	})
 }
 
-// onInvalid clears in a copy of the shared invalid part.
+// onInvalid clears in the invalid part, which ownParts copied.
 func onInvalid(fn func(*core.Invalid)) func(*core.Record) {
 	return func(r *core.Record) {
 		if r.Invalid != nil {
-			v := *r.Invalid
-			fn(&v)
-			r.Invalid = &v
+			fn(r.Invalid)
 		}
+	}
+}
+
+// Parts a Derive copy shares that clears write into: the plan notes
+// which, and ownParts copies them once per record before the clears.
+const (
+	ownAllocated = 1 << iota
+	ownInvalid
+	ownPurge
+)
+
+func partOf(path string) int {
+	switch {
+	case strings.HasPrefix(path, "job.allocated."):
+		return ownAllocated
+	case strings.HasPrefix(path, "invalid."):
+		return ownInvalid
+	case strings.HasPrefix(path, "purge."):
+		return ownPurge
+	}
+	return 0
+}
+
+func ownParts(r *core.Record, parts int) {
+	if parts&ownAllocated != 0 && r.Job != nil && r.Job.Allocated != nil {
+		a := *r.Job.Allocated
+		r.Job.Allocated = &a
+	}
+	if parts&ownInvalid != 0 && r.Invalid != nil {
+		v := *r.Invalid
+		r.Invalid = &v
+	}
+	if parts&ownPurge != 0 && r.Purge != nil {
+		p := *r.Purge
+		r.Purge = &p
 	}
 }

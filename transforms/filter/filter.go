@@ -102,6 +102,7 @@ type Transform struct {
 	cfg      Config
 	pruner   recpath.Pruner
 	clears   []func(*core.Record)
+	owns     int // ownParts before the clears
 	raws     []rawPlan
 	eventlog *recpath.Start // nil: the eventlog is left as it is
 	cache    recpath.Cache
@@ -230,6 +231,7 @@ func (t *Transform) clear(path string) {
 		panic("filter: no clear for " + path) // the contract tree and the table disagree
 	}
 	t.clears = append(t.clears, fn)
+	t.owns |= partOf(path)
 }
 
 // Process returns a filtered copy of r: a Derive, whose parts are
@@ -237,6 +239,7 @@ func (t *Transform) clear(path string) {
 func (t *Transform) Process(_ context.Context, r *core.Record) ([]*core.Record, error) {
 	c := r.Derive()
 	c.Encoded = nil // made from the unfiltered record: place encoders after filter
+	ownParts(c, t.owns)
 	for _, fn := range t.clears {
 		fn(c)
 	}
