@@ -323,6 +323,9 @@ func startKeeper(dir string) (*apache.SharedState, error) {
 		}
 		select {
 		case err := <-exited:
+			if st, rerr := readShared(dir); rerr == nil && st.Error != "" {
+				return nil, fmt.Errorf("kafkakeeper: %s", st.Error)
+			}
 			log, _ := os.ReadFile(filepath.Join(dir, "keeper.log"))
 			return nil, fmt.Errorf("kafkakeeper exited (%v) before the cluster was up:\n%s", err, log)
 		case <-deadline:

@@ -362,10 +362,17 @@ func FreePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// randomID is a cluster id as Kafka makes them (16 random bytes,
+// base64url), never starting with "-", which the storage tool's argument
+// parser would take for an option (Kafka's own Uuid skips those too).
 func randomID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	for {
+		var b [16]byte
+		rand.Read(b[:])
+		if id := base64.RawURLEncoding.EncodeToString(b[:]); id[0] != '-' {
+			return id
+		}
+	}
 }
 
 func (c *Cluster) clientProtocol() string {
