@@ -41,6 +41,7 @@ var (
 	keepOpen = flag.Bool("skip-insert", false, "reuse an existing database in -dir")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the insert")
 	qprof    = flag.String("qprofile", "", "write a CPU profile of the queries")
+	only     = flag.String("only", "", "run only the queries whose name contains this")
 )
 
 const nodeFmt = "node%04d"
@@ -254,6 +255,9 @@ func query(ctx context.Context, path string, now float64) {
 		{"jobs -A --filter failed", jobdb.Filter{Results: jobdb.ResultFailed, Count: 1000}},
 		{"jobs -u USER --filter failed", jobdb.Filter{UserID: &u, Results: jobdb.ResultFailed, Count: 1000}},
 	} {
+		if !strings.Contains(q.name, *only) {
+			continue
+		}
 		var times, cpus []time.Duration
 		n := 0
 		for range *repeats {
