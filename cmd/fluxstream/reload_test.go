@@ -79,6 +79,13 @@ func TestSIGHUPAddsSink(t *testing.T) {
 	if !strings.Contains(r.proc.log.String(), "nosuchsink") {
 		t.Errorf("the refusal does not say what is wrong:\n%s", r.proc.log)
 	}
+	// What a running process cannot change: refused too.
+	writeFile(t, r.dir, "config.yaml", "http: {listen: \"127.0.0.1:0\"}\n"+base+sinkA+sinkB)
+	r.proc.cmd.Process.Signal(syscall.SIGHUP)
+	r.waitLog("reload refused; the running config stays in effect", 2, 20*time.Second)
+	if !strings.Contains(r.proc.log.String(), "http changed") {
+		t.Errorf("the refusal does not name the http change:\n%s", r.proc.log)
+	}
 	r.stepTo(r.in.Len(), 0)
 	committed, _ := r.expected()
 	r.waitFor(a, committed, 20*time.Second)

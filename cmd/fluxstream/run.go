@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"time"
@@ -107,7 +108,8 @@ With no config, run replays a recorded Flux journal shipped in the binary into
 			if demo {
 				fmt.Fprintf(g.stderr, "No config given: running the built-in demo, a journal recorded on a flux-core 0.88 instance\n(23 jobs: successes, failures, a timeout, held and updated jobs, cancels, a purge),\nthrough the job state reducer into %s/records.jsonl.\n\n", demoDir)
 			}
-			srv, err := startHTTP(graph.Config.HTTP, log)
+			srvConfig := graph.Config.HTTP
+			srv, err := startHTTP(srvConfig, log)
 			if err != nil {
 				return &exitError{exitFail, err}
 			}
@@ -135,7 +137,7 @@ With no config, run replays a recorded Flux journal shipped in the binary into
 				watched := make(chan struct{})
 				go func() {
 					defer close(watched)
-					watchReload(runCtx, g, hup, p, dataDir, log, func(next *core.Graph) {
+					watchReload(runCtx, g, hup, p, srvConfig, dataDir, log, func(next *core.Graph) {
 						reloaded <- next
 						stopRun()
 					})
@@ -200,7 +202,7 @@ func drain(c chan *core.Graph) *core.Graph {
 // sources stop at their checkpoint, sinks drain what they hold (spools
 // persist what the shutdown timeout leaves), and the new pipeline goes on
 // from the checkpoint. An added sink receives events from then on.
-func watchReload(ctx context.Context, g *globalFlags, hup <-chan os.Signal, running *core.Pipeline, dataDirFlag string, log *slog.Logger, apply func(*core.Graph)) {
+func watchReload(ctx context.Context, g *globalFlags, hup <-chan os.Signal, running *core.Pipeline, httpCfg *core.HTTPConfig, dataDirFlag string, log *slog.Logger, apply func(*core.Graph)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -212,6 +214,8 @@ func watchReload(ctx context.Context, g *globalFlags, hup <-chan os.Signal, runn
 		if err == nil {
 			if dir := core.NewPipeline(next, core.RunOptions{DataDir: dataDirFlag}).DataDir(); dir != running.DataDir() {
 				err = fmt.Errorf("data_dir changed from %s to %s: that needs a restart (the checkpoint and spools live there)", running.DataDir(), dir)
+			} else if !reflect.DeepEqual(next.Config.HTTP, httpCfg) {
+				err = errors.New("http changed: the metrics and health listener is not restarted by a reload; restart fluxstream for that")
 			}
 		}
 		if err == nil {
