@@ -477,7 +477,27 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	h.waitStream()
 	h.in.Step(h.in.Len())
-	time.Sleep(300 * time.Millisecond)
+	// Poll for the outcome, not a fixed time: under load the reconnect
+	// and the backlog re-read can take seconds.
+	committed := h.committed()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		have := map[string]bool{}
+		for _, r := range h.sink.All() {
+			have[r.ID] = true
+		}
+		missing := 0
+		for id := range committed {
+			if !have[id] {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // a duplicate would come right behind
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +505,6 @@ func TestBrokerRestart(t *testing.T) {
 	for _, r := range h.sink.All() {
 		seen[r.ID]++
 	}
-	committed := h.committed()
 	for id := range committed {
 		if seen[id] == 0 {
 			t.Errorf("committed event %s lost over the broker restart", id)
