@@ -313,7 +313,8 @@ func TestRunURI(t *testing.T) {
 
 // On a machine without the example's secret file (a newcomer's), validate
 // and graph pass with a warning naming the file, dry-run --replay shows
-// what each sink would get, and run refuses to start.
+// what each sink would get (so does dry-run, with no Flux to reach), and
+// run refuses to start.
 func TestExampleConfigOnAFreshMachine(t *testing.T) {
 	if _, err := os.Stat("/etc/fluxstream/kafka-password"); err == nil {
 		t.Skip("this machine has /etc/fluxstream/kafka-password")
@@ -331,6 +332,13 @@ func TestExampleConfigOnAFreshMachine(t *testing.T) {
 	}
 	if k, a := strings.Count(stdout, "\n[kafka] topic=flux.mycluster.jobs"), strings.Count(stdout, "\n[archive] {"); k < 300 || a < 300 {
 		t.Errorf("dry-run --replay: %d kafka and %d archive lines", k, a)
+	}
+	// Plain dry-run with no Flux to reach: the recorded journal instead,
+	// said so, the same output.
+	t.Setenv("FLUX_URI", "local://"+t.TempDir()+"/no-broker")
+	code, plain, stderr := runCLI(t, "dry-run", "-c", example)
+	if code != 0 || !strings.Contains(stderr, "no Flux reachable; showing the journal recorded") || plain != stdout {
+		t.Errorf("dry-run without Flux: exit %d, %d bytes (want %d as with --replay), stderr:\n%s", code, len(plain), len(stdout), stderr)
 	}
 	code, _, stderr = runCLI(t, "run", "-c", example)
 	if code != 2 || !strings.Contains(stderr, "cannot read secret file") {
