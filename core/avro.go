@@ -121,11 +121,11 @@ func (s *avroScratch) fill(r *Record) {
 func (s *avroScratch) fillJob(j *Job) {
 	s.job = avrorec.Job{
 		ID: int64(j.ID), Jobid: j.JobID, Userid: int64(j.UserID), Username: optStr(&j.Username),
-		Urgency: int64(j.Urgency), Priority: j.Priority,
+		Urgency: int64(j.Urgency), Priority: clonePtr(j.Priority),
 		State: optStr(&j.State), Result: optStr(&j.Result), Status: optStr(&j.Status),
 		Name: optStr(&j.Name), Cwd: optStr(&j.Cwd), Queue: optStr(&j.Queue), Project: optStr(&j.Project), Bank: optStr(&j.Bank),
 		Ntasks: s.optInt(&s.num[0], j.NTasks), Ncores: s.optInt(&s.num[1], j.NCores), Nnodes: s.optInt(&s.num[2], j.NNodes),
-		Duration: j.Duration, Expiration: optF64(&j.Expiration),
+		Duration: clonePtr(j.Duration), Expiration: optF64(&j.Expiration),
 		Nodelist: optStr(&j.Nodelist), Ranks: optStr(&j.Ranks),
 		Success:    j.Success,
 		Waitstatus: s.optInt(&s.num[3], j.WaitStatus), Returncode: s.optInt(&s.num[4], j.ReturnCode),
@@ -221,6 +221,16 @@ func f64(p *float64) float64 {
 	return *p
 }
 
+// clonePtr copies what p points to: the decode scratch that holds it is
+// reused by the next decode.
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
+
 func intp(p *int64) *int {
 	if p == nil {
 		return nil
@@ -261,12 +271,12 @@ func fromAvro(a *avrorec.Record) *Record {
 func fromAvroJob(j *avrorec.Job) *Job {
 	out := &Job{
 		ID: uint64(j.ID), JobID: j.Jobid, UserID: uint32(j.Userid), Username: str(j.Username),
-		Urgency: int(j.Urgency), Priority: j.Priority,
+		Urgency: int(j.Urgency), Priority: clonePtr(j.Priority),
 		State: str(j.State), Result: str(j.Result), Status: str(j.Status),
 		Name: str(j.Name), Cwd: str(j.Cwd), Queue: str(j.Queue), Project: str(j.Project), Bank: str(j.Bank),
 		NTasks: intp(j.Ntasks), NCores: intp(j.Ncores), NNodes: intp(j.Nnodes),
-		Duration: j.Duration, Expiration: f64(j.Expiration), Nodelist: str(j.Nodelist), Ranks: str(j.Ranks),
-		Success: j.Success, WaitStatus: intp(j.Waitstatus), ReturnCode: intp(j.Returncode),
+		Duration: clonePtr(j.Duration), Expiration: f64(j.Expiration), Nodelist: str(j.Nodelist), Ranks: str(j.Ranks),
+		Success: clonePtr(j.Success), WaitStatus: intp(j.Waitstatus), ReturnCode: intp(j.Returncode),
 		TSubmit: f64(j.TSubmit), TDepend: f64(j.TDepend), TPriority: f64(j.TPriority), TSched: f64(j.TSched),
 		TRun: f64(j.TRun), TCleanup: f64(j.TCleanup), TInactive: f64(j.TInactive), Runtime: f64(j.Runtime),
 		Annotations: raw(j.Annotations), URI: str(j.URI),

@@ -177,6 +177,22 @@ func TestDecodeLeavesNothingBehind(t *testing.T) {
 			t.Fatal("two decoded records share their dependencies")
 		}
 	}
+	// Nothing a decoded record holds is overwritten by the next decode
+	// (the scratch is reused): every field of another full record.
+	var other core.Record
+	fill(reflect.ValueOf(&other).Elem(), &n) // n goes on: other values
+	otherBody, err := Marshal(&other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := core.DecodeAvro(fullBody)
+	before, _ := first.MarshalJSON()
+	if _, err := core.DecodeAvro(otherBody); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := first.MarshalJSON(); string(after) != string(before) {
+		t.Fatalf("a later decode changed an earlier record:\n now %s\nwas %s", after, before)
+	}
 }
 
 // FramingLen is where the record's own Avro binary starts in both
