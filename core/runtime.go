@@ -173,6 +173,12 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	defer cancelSources(nil)
 	p.fatal = cancelSources
 	if err := p.provision(ctx); err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Stopped while starting (SIGTERM while a sink still reads
+			// its state): nothing ran, so nothing is lost; a clean stop.
+			p.log.Info("stopped while starting", "during", err.Error())
+			return nil
+		}
 		return err
 	}
 

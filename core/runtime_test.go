@@ -515,3 +515,27 @@ sinks:
 		t.Fatalf("no line when the spool drained:\n%s", log.String())
 	}
 }
+
+// A stop while a sink is still starting (its Provision waits on a remote
+// service) is a clean stop, not a failure: nothing ran, nothing is lost.
+func TestStopWhileStarting(t *testing.T) {
+	g, inst := mustBuild(t, `
+sources:
+  gen: {type: gen, count: 10}
+sinks:
+  slow: {type: mem, inputs: [gen], provision_waits: true}
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- core.NewPipeline(g, core.RunOptions{DataDir: t.TempDir(), Logger: quietLogger()}).Run(ctx)
+	}()
+	<-inst.sinks["slow"].provisioning
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("stop while starting: %v", err)
+	}
+	if got := inst.sinks["slow"].Got(); len(got) != 0 {
+		t.Fatalf("a sink that never started got %d records", len(got))
+	}
+}

@@ -124,7 +124,11 @@ type memSink struct {
 	// FlakyEvery fails every Nth record transiently on its first attempt
 	// (a per-record failure inside a batch that otherwise succeeds).
 	FlakyEvery int `yaml:"flaky_every"`
-	tried      map[string]bool
+	// ProvisionWaits makes Provision wait for the end of ctx (a sink that
+	// reads its state from a remote service that does not answer).
+	ProvisionWaits bool `yaml:"provision_waits"`
+	provisioning   chan struct{}
+	tried          map[string]bool
 
 	mu      sync.Mutex
 	got     []string
@@ -132,6 +136,15 @@ type memSink struct {
 	stall   chan struct{} // when non-nil, Write waits for it to close
 	closed  bool
 	written chan struct{}
+}
+
+func (s *memSink) Provision(ctx context.Context, _ core.NodeContext) error {
+	if !s.ProvisionWaits {
+		return nil
+	}
+	close(s.provisioning)
+	<-ctx.Done()
+	return fmt.Errorf("reading the sink's state: %w", ctx.Err())
 }
 
 func (s *memSink) Write(ctx context.Context, batch []*core.Record) error {
@@ -221,7 +234,7 @@ func testRegistry() (*core.Registry, *instances) {
 		return parity{}, nc.Decode(&struct{}{})
 	})
 	r.RegisterSink("mem", "test sink", func(nc *core.NodeConfig) (core.Sink, error) {
-		s := &memSink{}
+		s := &memSink{provisioning: make(chan struct{})}
 		if err := nc.Decode(s); err != nil {
 			return nil, err
 		}
