@@ -184,6 +184,7 @@ type Source struct {
 	dryRun bool
 	client *kgo.Client
 	reg    *sr.Client
+	reach  reach // brokers answering, for /readyz
 
 	schemaMu sync.Mutex
 	schemas  map[int]avro.Schema // writer schemas by registry id
@@ -478,6 +479,16 @@ func (s *Source) recommit(offsets map[string]map[int32]kgo.EpochOffset) {
 
 // Run consumes until ctx ends.
 func (s *Source) Run(ctx context.Context, out core.Emitter) error {
+	pingDone := make(chan struct{})
+	pingCtx, stopPings := context.WithCancel(ctx)
+	go func() {
+		defer close(pingDone)
+		s.pingLoop(pingCtx)
+	}()
+	defer func() {
+		stopPings()
+		<-pingDone
+	}()
 	commitDone := make(chan struct{})
 	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
