@@ -56,6 +56,18 @@ func DefaultDataDir() string {
 	return "fluxstream-data"
 }
 
+// EffectiveDataDir is where a run of g keeps its state: override (the
+// --data-dir flag), else the config's data_dir, else DataDirFor the file.
+func EffectiveDataDir(g *Graph, override string) string {
+	switch {
+	case override != "":
+		return override
+	case g.Config.DataDir != "":
+		return g.Config.DataDir
+	}
+	return DataDirFor(g.Config.File)
+}
+
 // DataDirFor is the data_dir of a config file that names none: a
 // directory of its own under DefaultDataDir, named after the file and
 // its absolute path, so two configs never share a checkpoint by accident
@@ -125,13 +137,7 @@ func NewPipeline(g *Graph, opts RunOptions) *Pipeline {
 	if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	dataDir := opts.DataDir
-	if dataDir == "" {
-		dataDir = g.Config.DataDir
-	}
-	if dataDir == "" {
-		dataDir = DataDirFor(g.Config.File)
-	}
+	dataDir := EffectiveDataDir(g, opts.DataDir)
 	p := &Pipeline{g: g, opts: opts, log: opts.Logger, dataDir: dataDir, rt: map[*Node]*nodeRuntime{}}
 	for _, n := range g.Nodes {
 		p.rt[n] = &nodeRuntime{node: n, log: opts.Logger.With(n.Kind, n.Name), dlq: newDeadLetters(dataDir, n.Name)}

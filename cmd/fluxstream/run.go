@@ -212,7 +212,7 @@ func watchReload(ctx context.Context, g *globalFlags, hup <-chan os.Signal, runn
 		log.Info("SIGHUP: reloading the config", "config", g.config)
 		next, err := g.load()
 		if err == nil {
-			if dir := core.NewPipeline(next, core.RunOptions{DataDir: dataDirFlag}).DataDir(); dir != running.DataDir() {
+			if dir := core.EffectiveDataDir(next, dataDirFlag); dir != running.DataDir() {
 				err = fmt.Errorf("data_dir changed from %s to %s: that needs a restart (the checkpoint and spools live there)", running.DataDir(), dir)
 			} else if !reflect.DeepEqual(next.Config.HTTP, httpCfg) {
 				err = errors.New("http changed: the metrics and health listener is not restarted by a reload; restart fluxstream for that")
