@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fluxstream/fluxstream/core"
@@ -87,64 +86,14 @@ func TestExactlyOnceConfigErrors(t *testing.T) {
 	coretest.Build(t, eoRegistry(), flux+strings.Replace(sink("flux", mem), "flux.jobs", "'flux.{{cluster}}.jobs'", 1))
 }
 
-// readCommitted reads topic as a read_committed consumer, from the start
-// to the end it has when called (commit markers included, so the read
-// knows it got there): record id -> count, and the records.
+// readCommitted reads topic as a read_committed consumer (see
+// kafkatest.ReadCommitted): record id -> count, and the records.
 func readCommitted(t testing.TB, addrs []string, topic string) (map[string]int, []*kgo.Record) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	adm, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer adm.Close()
-	ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		t.Fatalf("end offsets of %s: %v", topic, err)
-	}
-	end := map[int32]int64{}
-	start := map[int32]kgo.Offset{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			end[o.Partition] = o.Offset
-			start[o.Partition] = kgo.NewOffset().AtStart()
-		}
-	})
+	recs := kafkatest.ReadCommitted(t, addrs, topic)
 	ids := map[string]int{}
-	if len(end) == 0 {
-		return ids, nil
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	next := map[int32]int64{}
-	var recs []*kgo.Record
-	for done := false; !done; {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s: got to %v of %v: %v", topic, next, end, ctx.Err())
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if r.Offset >= end[r.Partition] {
-				return
-			}
-			next[r.Partition] = r.Offset + 1
-			if !r.Attrs.IsControl() {
-				recs = append(recs, r)
-				ids[eoHeader(r, kafka.HeaderID)]++
-			}
-		})
-		done = true
-		for p, e := range end {
-			done = done && next[p] >= e
-		}
+	for _, r := range recs {
+		ids[eoHeader(r, kafka.HeaderID)]++
 	}
 	return ids, recs
 }
