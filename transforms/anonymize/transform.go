@@ -1,7 +1,6 @@
 package anonymize
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -407,156 +406,12 @@ func (t *Transform) raw(src json.RawMessage, part int, name string) (json.RawMes
 	if start.match < 0 && !jsUpdate && !t.set.Mentions(start.st, src) {
 		return src, nil // no rule reaches into it
 	}
-	var out []byte
-	var err error
-	if part == partContext && name == "jobspec-update" {
-		out, err = t.jobspecUpdate(make([]byte, 0, len(src)+32), src, start)
-	} else if start.match >= 0 && t.rules[start.match].Action == Drop {
-		out = nil
-	} else {
-		i := recpath.SkipWS(src, 0)
-		var end int
-		if end, err = recpath.SkipValue(src, i); err == nil {
-			out, _, err = t.rewrite(make([]byte, 0, len(src)+32), src[i:end], start.st, start.match)
-		}
-	}
+	out, err := t.edit(src, start, jsUpdate)
 	if err != nil {
 		return nil, err
-	}
-	if bytes.Equal(out, src) {
-		out = src // nothing changed: share, and the record keeps its event
 	}
 	t.cache.Put(src, out, part, name, true)
 	return out, nil
 }
 
 func keyString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
-
-// rewrite appends the anonymized form of the value src (exactly one
-// value) under rule cur (-1: none yet). drop reports a value to remove.
-func (t *Transform) rewrite(dst, src []byte, st recpath.State, cur int) (_ []byte, drop bool, err error) {
-	if cur >= 0 && t.rules[cur].Action == Drop {
-		return dst, true, nil
-	}
-	if st.Empty() && (cur < 0 || t.rules[cur].Action == Keep) {
-		return append(dst, src...), false, nil
-	}
-	switch src[0] {
-	case '{':
-		dst = append(dst, '{')
-		n := 0
-		_, err = recpath.EachMember(src, 0, func(key []byte, escaped bool, vs, ve int) error {
-			k := keyString(key[1 : len(key)-1])
-			if escaped {
-				s, err := recpath.Unquote(key, true)
-				if err != nil {
-					return err
-				}
-				k = s
-			}
-			next, m := t.set.Step(st, k)
-			if m < 0 {
-				m = cur
-			}
-			return t.member(&dst, &n, key, src[vs:ve], next, m)
-		})
-		return append(dst, '}'), false, err
-	case '[':
-		dst = append(dst, '[')
-		n := 0
-		_, err = recpath.EachElement(src, 0, func(idx, vs, ve int) error {
-			next, m := t.set.Step(st, recpath.Index(idx))
-			if m < 0 {
-				m = cur
-			}
-			return t.member(&dst, &n, nil, src[vs:ve], next, m)
-		})
-		return append(dst, ']'), false, err
-	case '"':
-		if cur < 0 {
-			return append(dst, src...), false, nil
-		}
-		s := keyString(src[1 : len(src)-1]) // apply copies what it keeps
-		if hasEscape(src) {
-			if s, err = recpath.Unquote(src, true); err != nil {
-				return dst, false, err
-			}
-		}
-		return recpath.AppendQuote(dst, t.apply(t.rules[cur], cur, s)), false, nil
-	case 't', 'f', 'n':
-		return append(dst, src...), false, nil
-	}
-	// A number: a pseudonymous integer under hash.
-	if cur >= 0 && t.rules[cur].Action == Hash {
-		return strconv.AppendUint(dst, uint64(t.PseudoID(keyString(src))), 10), false, nil // PseudoID keeps nothing
-	}
-	return append(dst, src...), false, nil
-}
-
-func hasEscape(s []byte) bool {
-	for _, c := range s {
-		if c == '\\' {
-			return true
-		}
-	}
-	return false
-}
-
-// member writes one object member (key != nil) or array element.
-func (t *Transform) member(dst *[]byte, n *int, key, val []byte, st recpath.State, m int) error {
-	mark := len(*dst)
-	if *n > 0 {
-		*dst = append(*dst, ',')
-	}
-	if key != nil {
-		*dst = append(*dst, key...)
-		*dst = append(*dst, ':')
-	}
-	out, drop, err := t.rewrite(*dst, val, st, m)
-	if err != nil {
-		return err
-	}
-	if drop {
-		*dst = (*dst)[:mark]
-		return nil
-	}
-	*dst = out
-	*n++
-	return nil
-}
-
-// jobspecUpdate rewrites a jobspec-update context: each key is a dotted
-// jobspec path ("attributes.system.cwd") whose value follows the jobspec
-// rules, and context.jobspec-update rules apply too.
-func (t *Transform) jobspecUpdate(dst, src []byte, start root) ([]byte, error) {
-	i := recpath.SkipWS(src, 0)
-	if i >= len(src) || src[i] != '{' {
-		out, _, err := t.rewrite(dst, src[i:], start.st, start.match)
-		return out, err
-	}
-	dst = append(dst, '{')
-	n := 0
-	_, err := recpath.EachMember(src, i, func(key []byte, escaped bool, vs, ve int) error {
-		k, err := recpath.Unquote(key, escaped)
-		if err != nil {
-			return err
-		}
-		n1, m1 := t.set.StepPath(t.js.st, k)
-		if m1 < 0 {
-			m1 = t.js.match
-		}
-		n2, m2 := t.set.Step(start.st, k)
-		if m2 < 0 {
-			m2 = start.match
-		}
-		m := m1
-		if m < 0 || (m2 >= 0 && t.set.Rank(m2) < t.set.Rank(m1)) {
-			m = m2
-		}
-		for w := range n1 {
-			n1[w] |= n2[w]
-		}
-		return t.member(&dst, &n, key, src[vs:ve], n1, m)
-	})
-	return append(dst, '}'), err
-}
