@@ -5,7 +5,6 @@
 package filter
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -307,15 +306,9 @@ func (t *Transform) prune(src []byte, st recpath.Start, tag int, name string) ([
 		}
 		return out, nil
 	}
-	out, kept, err := t.pruner.Prune(make([]byte, 0, len(src)), src, st)
+	out, kept, err := t.pruner.Prune(src, st) // src itself when nothing is pruned
 	if err != nil {
 		return nil, err
-	}
-	switch {
-	case !kept:
-		out = nil
-	case bytes.Equal(out, src):
-		out = src // nothing pruned: share the original
 	}
 	t.cache.Put(src, out, tag, name, kept)
 	return out, nil

@@ -20,15 +20,32 @@ type Start struct {
 // Untouched reports whether s leaves the subtree as it is.
 func (s Start) Untouched() bool { return s.KeepAll && s.Exc.Empty() }
 
-// Prune appends the pruned form of the value src to dst. kept is false
-// when an include kept nothing of it (dst is then unchanged).
-func (p *Pruner) Prune(dst, src []byte, s Start) (out []byte, kept bool, err error) {
+// Prune returns the pruned form of the value src, in one pass: what is
+// removed is cut out and the rest copied through as it is; src itself
+// when nothing is removed. kept is false when an include kept nothing of
+// it.
+func (p *Pruner) Prune(src []byte, s Start) (out []byte, kept bool, err error) {
 	i := SkipWS(src, 0)
-	end, err := SkipValue(src, i)
-	if err != nil {
-		return dst, false, err
+	if i >= len(src) {
+		return nil, false, syntaxAt(i)
 	}
-	return p.value(dst, src[i:end], s.Inc, s.Exc, s.KeepAll)
+	w := pruneWalk{p: p, Edits: NewEdits(src)}
+	end, kept, err := w.value(i, s.Inc, s.Exc, s.KeepAll)
+	if err != nil {
+		return nil, false, err
+	}
+	if j := SkipWS(src, end); j != len(src) {
+		return nil, false, syntaxAt(j)
+	}
+	if !kept {
+		return nil, false, nil
+	}
+	return w.Result(), true, nil
+}
+
+type pruneWalk struct {
+	p *Pruner
+	Edits
 }
 
 // keyString views key bytes as a string for matching only.
@@ -45,93 +62,102 @@ func (p *Pruner) step(inc, exc State, keepAll bool, key string) (State, State, b
 	return inc, exc, excM >= 0, keepAll || incM >= 0
 }
 
-// value prunes one whole value (src holds exactly it).
-func (p *Pruner) value(dst, src []byte, inc, exc State, keepAll bool) ([]byte, bool, error) {
-	if keepAll && exc.Empty() {
-		return append(dst, src...), true, nil
+// value walks the value at src[i] and returns the index past it, and
+// whether anything of it is kept.
+func (w *pruneWalk) value(i int, inc, exc State, keepAll bool) (int, bool, error) {
+	if !(keepAll && exc.Empty()) {
+		switch w.src[i] {
+		case '{':
+			return w.container(i, inc, exc, keepAll, '}')
+		case '[':
+			return w.container(i, inc, exc, keepAll, ']')
+		}
 	}
-	mark := len(dst)
-	switch src[0] {
-	case '{':
-		dst = append(dst, '{')
-		n := 0
-		_, err := EachMember(src, 0, func(key []byte, escaped bool, vs, ve int) error {
-			k := keyString(key[1 : len(key)-1])
-			if escaped {
-				s, err := Unquote(key, true)
-				if err != nil {
-					return err
+	// Kept whole, or a scalar: kept whole or (include, nothing matched)
+	// not at all.
+	end, err := SkipValue(w.src, i)
+	return end, keepAll, err
+}
+
+// container walks the object or array at src[i] (end: its closing
+// byte). A member removed goes with the separator before it; when it was
+// the first, the separator after it goes with the next one kept. A
+// container an include left empty is not kept.
+func (w *pruneWalk) container(i int, inc, exc State, keepAll bool, end byte) (int, bool, error) {
+	src := w.src
+	i = SkipWS(src, i+1)
+	if i < len(src) && src[i] == end {
+		return i + 1, keepAll, nil
+	}
+	sep := i // where this member's leading separator starts
+	kept, removed := 0, 0
+	for n := 0; ; n++ {
+		start, vs := i, i
+		var key string
+		if end == '}' {
+			if i >= len(src) || src[i] != '"' {
+				return 0, false, syntaxAt(i)
+			}
+			ke, esc, err := StringEnd(src, i)
+			if err != nil {
+				return 0, false, err
+			}
+			key = keyString(src[i+1 : ke-1])
+			if esc {
+				if key, err = Unquote(src[i:ke], true); err != nil {
+					return 0, false, err
 				}
-				k = s
 			}
-			ci, ce, excluded, ck := p.step(inc, exc, keepAll, k)
-			if excluded || (!ck && ci.Empty()) {
-				return nil
+			j := SkipWS(src, ke)
+			if j >= len(src) || src[j] != ':' {
+				return 0, false, syntaxAt(j)
 			}
-			m := len(dst)
-			if n > 0 {
-				dst = append(dst, ',')
-			}
-			dst = append(dst, key...)
-			dst = append(dst, ':')
-			var kept bool
-			var err error
-			dst, kept, err = p.value(dst, src[vs:ve], ci, ce, ck)
-			if err != nil {
-				return err
-			}
-			if !kept {
-				dst = dst[:m]
-				return nil
-			}
-			n++
-			return nil
-		})
-		if err != nil {
-			return dst[:mark], false, err
+			vs = SkipWS(src, j+1)
+		} else {
+			key = Index(n)
 		}
-		if n == 0 && !keepAll {
-			return dst[:mark], false, nil
+		if vs >= len(src) {
+			return 0, false, syntaxAt(vs)
 		}
-		return append(dst, '}'), true, nil
-	case '[':
-		dst = append(dst, '[')
-		n := 0
-		_, err := EachElement(src, 0, func(idx, vs, ve int) error {
-			ci, ce, excluded, ck := p.step(inc, exc, keepAll, Index(idx))
-			if excluded || (!ck && ci.Empty()) {
-				return nil
+		ci, ce, excluded, ck := w.p.step(inc, exc, keepAll, key)
+		var ve int
+		var err error
+		if excluded || (!ck && ci.Empty()) {
+			if ve, err = SkipValue(src, vs); err != nil {
+				return 0, false, err
 			}
-			m := len(dst)
-			if n > 0 {
-				dst = append(dst, ',')
+			w.Cut(sep, ve)
+			removed++
+		} else {
+			m := w.Mark()
+			if kept == 0 && removed > 0 {
+				w.Cut(sep, start) // the first one kept: no separator before it
 			}
-			var kept bool
-			var err error
-			dst, kept, err = p.value(dst, src[vs:ve], ci, ce, ck)
-			if err != nil {
-				return err
+			var k bool
+			if ve, k, err = w.value(vs, ci, ce, ck); err != nil {
+				return 0, false, err
 			}
-			if !kept {
-				dst = dst[:m]
-				return nil
+			if k {
+				kept++
+			} else {
+				w.Rollback(m)
+				w.Cut(sep, ve)
+				removed++
 			}
-			n++
-			return nil
-		})
-		if err != nil {
-			return dst[:mark], false, err
 		}
-		if n == 0 && !keepAll {
-			return dst[:mark], false, nil
+		j := SkipWS(src, ve)
+		if j >= len(src) {
+			return 0, false, syntaxAt(j)
 		}
-		return append(dst, ']'), true, nil
+		switch src[j] {
+		case ',':
+			sep, i = ve, SkipWS(src, j+1)
+		case end:
+			return j + 1, kept > 0 || keepAll, nil
+		default:
+			return 0, false, syntaxAt(j)
+		}
 	}
-	// A scalar: kept whole, or (include, nothing matched) not at all.
-	if keepAll {
-		return append(dst, src...), true, nil
-	}
-	return dst, false, nil
 }
 
 // Step moves the pruner's states past key: the next states, whether an

@@ -73,7 +73,7 @@ func FuzzPrune(f *testing.F) {
 		if !json.Valid(in) {
 			return
 		}
-		out, kept, err := p.Prune(nil, in, Start{Exc: p.Exclude.Start(), KeepAll: true})
+		out, kept, err := p.Prune(in, Start{Exc: p.Exclude.Start(), KeepAll: true})
 		if err != nil || !kept {
 			t.Fatalf("%s: %v %v", in, kept, err)
 		}
@@ -121,5 +121,103 @@ func TestMentions(t *testing.T) {
 		if got := s.Mentions(c.st, []byte(c.src)); got != c.want {
 			t.Errorf("Mentions(%s) = %v, want %v", c.src, got, c.want)
 		}
+	}
+}
+
+// includeReference keeps what "a.x" and "*.b" match, on decoded JSON
+// (nil: nothing kept); containers left empty go.
+func includeReference(v any) any {
+	pick := func(e any, keys ...string) any {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return nil
+		}
+		out := map[string]any{}
+		for _, k := range keys {
+			if x, ok := m[k]; ok {
+				out[k] = x
+			}
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		return out
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, e := range t {
+			keys := []string{"b"}
+			if k == "a" {
+				keys = append(keys, "x")
+			}
+			if x := pick(e, keys...); x != nil {
+				out[k] = x
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+	case []any:
+		var out []any
+		for _, e := range t {
+			if x := pick(e, "b"); x != nil {
+				out = append(out, x)
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+	return nil
+}
+
+// With an include set too: what nothing matched goes, containers left
+// empty go, and the rest is the source's bytes.
+func FuzzPruneInclude(f *testing.F) {
+	for _, s := range []string{`{"a":{"x":1,"y":[1,2],"b":{}},"c":{"b":2,"d":"\"q\""},"b":3}`, `[{"b":1},2,{"c":1},{"b":[3]}]`, `{"a":{}}`, `"s"`, `{}`, `{"a":{"\u0078":1},"c":{"b":[]}}`, ` { "c" : { "d" : 1 , "b" : 2 } } `} {
+		f.Add([]byte(s))
+	}
+	p := &Pruner{Include: mustSet(f, "a.x", "*.b")}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if !json.Valid(in) {
+			return
+		}
+		out, kept, err := p.Prune(in, Start{Inc: p.Include.Start()})
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		var v any
+		json.Unmarshal(in, &v)
+		ref := includeReference(v)
+		if !kept {
+			if ref != nil {
+				t.Fatalf("%s: nothing kept, want %v", in, ref)
+			}
+			return
+		}
+		if !json.Valid(out) {
+			t.Fatalf("%s -> invalid %s", in, out)
+		}
+		var w any
+		json.Unmarshal(out, &w)
+		want, _ := json.Marshal(ref)
+		got, _ := json.Marshal(w)
+		if !bytes.Equal(want, got) {
+			t.Fatalf("%s:\n got %s\nwant %s", in, got, want)
+		}
+	})
+}
+
+// Unchanged JSON comes back as the very same bytes.
+func TestPruneShares(t *testing.T) {
+	p := &Pruner{Exclude: mustSet(t, "a.*", "*.b")}
+	in := []byte(`{"c":{"d":1},"a":[]}`)
+	out, kept, err := p.Prune(in, Start{Exc: p.Exclude.Start(), KeepAll: true})
+	if err != nil || !kept || &out[0] != &in[0] || len(out) != len(in) {
+		t.Fatalf("%s %v %v", out, kept, err)
+	}
+	if out, _, _ := p.Prune([]byte(` {"a":{"x":1} , "c":{"b":2,"d":3}} `), Start{Exc: p.Exclude.Start(), KeepAll: true}); string(out) != ` {"a":{} , "c":{"d":3}} ` {
+		t.Fatalf("got %s", out)
 	}
 }
