@@ -13,11 +13,10 @@ import (
 // changes costs one scan and no allocation, and comes back as the very
 // same bytes.
 type editor struct {
-	t    *Transform
-	src  []byte
-	out  []byte // nil until the first edit
-	last int    // src[:last] is accounted for in out
-	upd  root   // jobspec-update: the context rules' start
+	recpath.Edits
+	t   *Transform
+	src []byte
+	upd root // jobspec-update: the context rules' start
 }
 
 // edit returns src anonymized from start, or src itself when nothing
@@ -27,7 +26,7 @@ func (t *Transform) edit(src []byte, start root, update bool) ([]byte, error) {
 	if i >= len(src) {
 		return nil, syntaxAt(i)
 	}
-	e := editor{t: t, src: src, upd: start}
+	e := editor{Edits: recpath.NewEdits(src), t: t, src: src, upd: start}
 	var end int
 	var err error
 	switch {
@@ -44,20 +43,7 @@ func (t *Transform) edit(src []byte, start root, update bool) ([]byte, error) {
 	if j := recpath.SkipWS(src, end); j != len(src) {
 		return nil, fmt.Errorf("%w at byte %d: more after the value", recpath.ErrSyntax, j)
 	}
-	if e.out == nil {
-		return src, nil
-	}
-	return append(e.out, src[e.last:]...), nil
-}
-
-// cut copies src up to a into out and skips src[a:b]: what goes in its
-// place is appended to out next.
-func (e *editor) cut(a, b int) {
-	if e.out == nil {
-		e.out = make([]byte, 0, len(e.src)+64)
-	}
-	e.out = append(e.out, e.src[e.last:a]...)
-	e.last = b
+	return e.Result(), nil
 }
 
 func (e *editor) drops(m int) bool { return m >= 0 && e.t.rules[m].Action == Drop }
@@ -86,8 +72,8 @@ func (e *editor) value(i int, st recpath.State, cur int) (int, error) {
 			}
 		}
 		if v := e.t.apply(e.t.rules[cur], cur, s); v != s {
-			e.cut(i, end)
-			e.out = recpath.AppendQuote(e.out, v)
+			e.Cut(i, end)
+			e.Set(recpath.AppendQuote(e.Out(), v))
 		}
 		return end, nil
 	}
@@ -98,8 +84,8 @@ func (e *editor) value(i int, st recpath.State, cur int) (int, error) {
 	if c := src[i]; c != 't' && c != 'f' && c != 'n' && cur >= 0 && e.t.rules[cur].Action == Hash {
 		// A number: a pseudonymous integer.
 		id := e.t.PseudoID(keyString(src[i:end])) // PseudoID keeps nothing
-		e.cut(i, end)
-		e.out = strconv.AppendUint(e.out, uint64(id), 10)
+		e.Cut(i, end)
+		e.Set(strconv.AppendUint(e.Out(), uint64(id), 10))
 	}
 	return end, nil
 }
@@ -218,11 +204,11 @@ func (e *editor) member(sep, start, vs int, st recpath.State, m, kept, dropped i
 		if err != nil {
 			return 0, err
 		}
-		e.cut(sep, ve)
+		e.Cut(sep, ve)
 		return ve, nil
 	}
 	if kept == 0 && dropped > 0 {
-		e.cut(sep, start) // the first one kept: no separator before it
+		e.Cut(sep, start) // the first one kept: no separator before it
 	}
 	return e.value(vs, st, m)
 }
