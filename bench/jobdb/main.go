@@ -17,8 +17,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -185,7 +187,9 @@ func insert(ctx context.Context, path string, now float64) {
 	// a window of 250 jobs in flight, each one's records in order.
 	var pendingRecs [][]*core.Record
 	var buf []*core.Record
-	start, cpu0 := time.Now(), cpuTime()
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	start, cpu0, w0 := time.Now(), cpuTime(), writtenBytes()
 	nrec := 0
 	flush := func() {
 		if err := db.Apply(ctx, buf); err != nil {
@@ -220,10 +224,14 @@ func insert(ctx context.Context, path string, now float64) {
 		flush()
 	}
 	el, cpu := time.Since(start), cpuTime()-cpu0
+	wrote := writtenBytes() - w0
+	runtime.ReadMemStats(&ms1)
 	fmt.Printf("insert: %d jobs, %d records in batches of %d (synchronous=%s): %.1fs, %.0f jobs/s, %.0f records/s\n",
 		*njobs, nrec, *batch, *sync, el.Seconds(), float64(*njobs)/el.Seconds(), float64(nrec)/el.Seconds())
 	fmt.Printf("insert CPU (user+sys, generating the records included): %.1fs, %.0f jobs per CPU-second, %.0f records per CPU-second\n",
 		cpu.Seconds(), float64(*njobs)/cpu.Seconds(), float64(nrec)/cpu.Seconds())
+	fmt.Printf("insert wrote %.0f bytes/job (write syscalls: WAL, checkpoints); Go heap: %.1f allocations, %.0f bytes a job (generating the records included)\n",
+		float64(wrote)/float64(*njobs), float64(ms1.Mallocs-ms0.Mallocs)/float64(*njobs), float64(ms1.TotalAlloc-ms0.TotalAlloc)/float64(*njobs))
 	if _, err := db.SQL().ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 		log.Fatal(err)
 	}
@@ -294,4 +302,20 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// writtenBytes is what the process handed to write syscalls so far
+// (/proc/self/io wchar; 0 where there is none).
+func writtenBytes() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "wchar: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }

@@ -9,8 +9,10 @@ import (
 	"math/bits"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/sources/flux/jobstate"
@@ -127,8 +129,14 @@ func newWriteState() *writeState {
 				", purged = coalesce(purged, excluded.purged)"},
 		data: multi{head: "INSERT INTO job_data (pk, jobspec, R, eventlog) VALUES ", cols: 4,
 			tail: " ON CONFLICT (pk) DO UPDATE SET jobspec = coalesce(excluded.jobspec, jobspec), R = coalesce(excluded.R, R), eventlog = coalesce(excluded.eventlog, eventlog)"},
-		nodes: multi{head: "INSERT OR REPLACE INTO job_nodes (blk, host, job, id, userid, state, result, priority, t_submit, t_run, t_inactive) VALUES ", cols: 11},
-		sel:   map[int]*sql.Stmt{}, purgeSel: map[int]*sql.Stmt{}, users: map[string]bool{},
+		// Node rows copy the job's columns from its row, written just
+		// before in the same transaction: two parameters a job (its pk
+		// and its hosts as a JSON array), not eleven a host.
+		nodes: multi{head: "INSERT OR REPLACE INTO job_nodes (blk, host, job, id, userid, state, result, priority, t_submit, t_run, t_inactive) " +
+			"SELECT j.pk >> " + strconv.Itoa(blockShift) + ", h.value, j.pk, j.id, j.userid, j.state, j.result, j.priority, j.t_submit, j.t_run, j.t_inactive " +
+			"FROM (VALUES ", cols: 2,
+			tail: ") v CROSS JOIN jobs j ON j.pk = v.column1 CROSS JOIN json_each(v.column2) h"},
+		sel: map[int]*sql.Stmt{}, purgeSel: map[int]*sql.Stmt{}, users: map[string]bool{},
 		markPurge: "UPDATE jobs SET purge_reason = CASE WHEN purged IS NULL THEN ? ELSE purge_reason END, purged = coalesce(purged, ?) WHERE pk = ?",
 		nodeDel:   "DELETE FROM job_nodes WHERE blk = ? AND host = ? AND job = ?",
 		purgeIns:  "INSERT OR REPLACE INTO purges (id, t_submit, time, reason) VALUES (?, ?, ?, ?)",
@@ -267,6 +275,7 @@ type batchWriter struct {
 	ids   map[uint64][]*pending // loaded rows by id
 	// names added to the users table (known to be there once committed)
 	newUsers []string
+	hostBuf  []byte // the node rows' host arrays, appended only
 }
 
 func (b *batchWriter) get(k ident) *pending {
@@ -533,7 +542,7 @@ func (b *batchWriter) store(ctx context.Context) error {
 	dataArgs := make([]any, 0, len(b.order)*ws.data.cols)
 	newJobArgs := make([]any, 0, len(b.order)*ws.jobs.cols)
 	newDataArgs := make([]any, 0, len(b.order)*ws.data.cols)
-	nodeArgs := make([]any, 0, 4*len(b.order)*ws.nodes.cols)
+	nodeArgs := make([]any, 0, len(b.order)*ws.nodes.cols)
 	for _, p := range b.order {
 		if !p.exists && !p.hasSnap {
 			// A purge before any event of its job (a sink added to a
@@ -575,7 +584,7 @@ func (b *batchWriter) store(ctx context.Context) error {
 			}
 			if v := valsOf(j); !p.exists || j.Nodelist != p.st.nodelist || v != p.st.nodeVals {
 				var err error
-				if nodeArgs, err = b.nodes(ctx, nodeArgs, p, v); err != nil {
+				if nodeArgs, err = b.nodes(ctx, nodeArgs, p); err != nil {
 					return err
 				}
 			}
@@ -624,7 +633,7 @@ func (b *batchWriter) store(ctx context.Context) error {
 
 // nodes appends the node rows of the job (one per host of its nodelist)
 // and deletes those of hosts it no longer lists.
-func (b *batchWriter) nodes(ctx context.Context, args []any, p *pending, v nodeVals) ([]any, error) {
+func (b *batchWriter) nodes(ctx context.Context, args []any, p *pending) ([]any, error) {
 	blk := p.pk >> blockShift
 	hosts, err := jobstate.ExpandHostlist(p.job.Nodelist)
 	if err != nil {
@@ -644,14 +653,39 @@ func (b *batchWriter) nodes(ctx context.Context, args []any, p *pending, v nodeV
 			}
 		}
 	}
-	var prio any
-	if v.priority.Valid {
-		prio = v.priority.Int64
+	if len(hosts) == 0 {
+		return args, nil
 	}
-	for _, h := range hosts {
-		args = append(args, blk, h, p.pk, int64(v.id), int64(v.userid), v.state, v.result, prio, v.tsubmit, v.trun, v.tina)
+	buf := append(b.hostBuf, '[')
+	for i, h := range hosts {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, h)
 	}
+	buf = append(buf, ']')
+	// One string for the batch's hosts; each job's array a slice of it
+	// (the driver copies parameters before the statement runs).
+	args = append(args, p.pk, unsafe.String(&buf[len(b.hostBuf)], len(buf)-len(b.hostBuf)))
+	b.hostBuf = buf
 	return args, nil
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 // user records a user name (for `-u NAME` of users NSS no longer knows).
