@@ -1,9 +1,9 @@
 package where
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -112,8 +112,10 @@ const (
 )
 
 // fill sets the parts of e that the expressions read; the others keep
-// what an earlier record left, which no expression looks at.
-func (e *Env) fill(r *core.Record, parts int) error {
+// what an earlier record left, which no expression looks at. keys (when
+// not nil) are the only context keys the expressions read, and own is a
+// map of e's own to put them in.
+func (e *Env) fill(r *core.Record, parts int, keys []string, own map[string]any) error {
 	if parts&partTop != 0 {
 		e.Kind, e.ID, e.Cluster, e.Source, e.HasJob = string(r.Kind), r.ID, r.Cluster, r.Source, r.Job != nil
 	}
@@ -122,12 +124,8 @@ func (e *Env) fill(r *core.Record, parts int) error {
 		if ev := r.Event; ev != nil {
 			e.Event.Name, e.Event.Timestamp = ev.Name, ev.Timestamp
 			if parts&partContext != 0 && len(ev.Context) > 0 {
-				var m map[string]any
-				if err := json.Unmarshal(ev.Context, &m); err != nil {
+				if err := e.fillContext(ev.Context, keys, own); err != nil {
 					return fmt.Errorf("event.context: %w", err)
-				}
-				if m != nil {
-					e.Event.Context = m
 				}
 			}
 		}
@@ -168,10 +166,21 @@ type Program struct {
 	Source string
 	prog   *vm.Program
 	parts  int // what of Env it reads
+	// ctxKeys are the only context keys it reads (nil: it may read any).
+	ctxKeys []string
 }
 
-// uses notes the parts of Env an expression reads.
-type uses struct{ parts int }
+// uses notes the parts of Env an expression reads, and the context keys
+// it names (event.context.KEY, event.context["KEY"]).
+type uses struct {
+	parts int
+	keys  []string
+	// The nodes that read event and event.context, and those of them
+	// read through a literal member only: when every one is, only the
+	// keys named need decoding.
+	events, ctxs       []ast.Node
+	eventsLit, ctxsLit map[ast.Node]bool
+}
 
 func (u *uses) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
@@ -179,20 +188,55 @@ func (u *uses) Visit(node *ast.Node) {
 		switch n.Value {
 		case "event":
 			u.parts |= partEvent
+			u.events = append(u.events, n)
 		case "job":
 			u.parts |= partJob
 		case "purge":
 			u.parts |= partPurge
+		case "$env": // the whole record, by any name
+			u.parts |= partTop | partEvent | partContext | partJob | partPurge
+			u.events = append(u.events, n)
 		default: // kind, id, cluster, source, has_job (and any other name: all of the top)
 			u.parts |= partTop
 		}
 	case *ast.MemberNode:
-		if id, ok := n.Node.(*ast.IdentifierNode); ok && id.Value == "event" {
-			if s, ok := n.Property.(*ast.StringNode); !ok || s.Value == "context" {
+		prop, lit := n.Property.(*ast.StringNode)
+		if id, ok := n.Node.(*ast.IdentifierNode); ok && id.Value == "event" && lit {
+			u.eventsLit[id] = true
+			if prop.Value == "context" {
 				u.parts |= partContext
+				u.ctxs = append(u.ctxs, n)
 			}
 		}
+		if c, ok := n.Node.(*ast.MemberNode); ok && u.isContext(c) && lit {
+			u.ctxsLit[c] = true
+			u.keys = append(u.keys, prop.Value)
+		}
 	}
+}
+
+func (u *uses) isContext(n *ast.MemberNode) bool {
+	id, ok := n.Node.(*ast.IdentifierNode)
+	p, lit := n.Property.(*ast.StringNode)
+	return ok && id.Value == "event" && lit && p.Value == "context"
+}
+
+// contextKeys is what of the context the expression needs: nil for all
+// of it (it reads the context whole, or by a computed key).
+func (u *uses) contextKeys() []string {
+	for _, n := range u.events {
+		if !u.eventsLit[n] {
+			u.parts |= partContext
+			return nil
+		}
+	}
+	for _, n := range u.ctxs {
+		if !u.ctxsLit[n] {
+			return nil
+		}
+	}
+	slices.Sort(u.keys)
+	return slices.Compact(u.keys)
 }
 
 // Compile compiles a boolean expression over Env, with at most maxNodes
@@ -202,12 +246,15 @@ func Compile(src string, maxNodes int) (*Program, error) {
 	if strings.TrimSpace(src) == "" {
 		return nil, errors.New("empty expression")
 	}
-	use := &uses{}
+	use := &uses{eventsLit: map[ast.Node]bool{}, ctxsLit: map[ast.Node]bool{}}
 	prog, err := expr.Compile(src, expr.Env(Env{}), expr.AsBool(), expr.MaxNodes(uint(maxNodes)), expr.Patch(use))
 	if err != nil {
 		return nil, err
 	}
-	return &Program{Source: src, prog: prog, parts: use.parts}, nil
+	p := &Program{Source: src, prog: prog}
+	p.ctxKeys = use.contextKeys()
+	p.parts = use.parts
+	return p, nil
 }
 
 // ExprError turns a compile error into a config error at the node's key,
@@ -233,19 +280,37 @@ var typeNames = strings.NewReplacer("type where.Env", "the record", "type where.
 // Evaluator runs programs on records; safe for concurrent use.
 type Evaluator struct {
 	parts int
+	keys  []string // context keys to decode; nil: the whole context
 	pool  sync.Pool
 }
 
 type scratch struct {
 	env Env
 	vm  vm.VM
+	ctx map[string]any // the decoded keys, when only some are read
 }
 
 // NewEvaluator returns an evaluator for progs.
 func NewEvaluator(progs ...*Program) *Evaluator {
-	ev := &Evaluator{pool: sync.Pool{New: func() any { return new(scratch) }}}
+	ev := &Evaluator{pool: sync.Pool{New: func() any { return &scratch{ctx: map[string]any{}} }}}
+	someKeys := true
 	for _, p := range progs {
 		ev.parts |= p.parts
+		if p.parts&partContext != 0 {
+			if p.ctxKeys == nil {
+				someKeys = false
+			}
+			ev.keys = append(ev.keys, p.ctxKeys...)
+		}
+	}
+	if someKeys && ev.parts&partContext != 0 {
+		slices.Sort(ev.keys)
+		ev.keys = slices.Compact(ev.keys)
+		if ev.keys == nil {
+			ev.keys = []string{} // the context is read, no key of it
+		}
+	} else {
+		ev.keys = nil
 	}
 	return ev
 }
@@ -254,7 +319,7 @@ func NewEvaluator(progs ...*Program) *Evaluator {
 func (ev *Evaluator) Eval(r *core.Record, progs []*Program, fn func(i int, ok bool)) error {
 	s := ev.pool.Get().(*scratch)
 	defer ev.pool.Put(s)
-	if err := s.env.fill(r, ev.parts); err != nil {
+	if err := s.env.fill(r, ev.parts, ev.keys, s.ctx); err != nil {
 		return err
 	}
 	for i, p := range progs {
