@@ -3,6 +3,7 @@ package jobdb
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,7 +35,7 @@ func TestMigrateFrom1(t *testing.T) {
 	}
 	old.Close()
 	// A reader refuses the old schema with what to do.
-	if _, err := Open(ctx, path, Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "needs a migration to 2") {
+	if _, err := Open(ctx, path, Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("needs a migration to %d", SchemaVersion)) {
 		t.Errorf("read-only open of schema 1: %v", err)
 	}
 	db, err := Open(ctx, path, Options{Synchronous: "normal"})
@@ -42,7 +43,7 @@ func TestMigrateFrom1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if v, _ := db.Version(ctx); v != 2 {
+	if v, _ := db.Version(ctx); v != SchemaVersion {
 		t.Fatalf("version %d after the migration", v)
 	}
 	es, err := db.Lookup(ctx, 7)
@@ -91,5 +92,90 @@ func TestMigrateFrom1(t *testing.T) {
 	db.SQL().QueryRow("SELECT pk FROM jobs WHERE id = 9").Scan(&pk)
 	if pk != 3 {
 		t.Errorf("new job's pk %d, want 3 (after the migrated ones)", pk)
+	}
+}
+
+// A file of schema 2 gets the partial result index (jobs that did not
+// complete), and result filters read it as before: through that index
+// for the unsuccessful results, along t_inactive for completed jobs.
+func TestMigrateFrom2(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	old, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for i, r := range []string{"COMPLETED", "FAILED", "COMPLETED", "TIMEOUT", "CANCELED", "FAILED"} {
+		rows = append(rows, fmt.Sprintf(`(%d, %d, %d, 'f%d', 42, 'alice', 'INACTIVE', '%s', %d, %d, 'clean', '{"id":%d,"jobid":"f%d","userid":42,"state":"INACTIVE","result":"%s","t_submit":%d,"t_inactive":%d}')`,
+			i+1, 10+i, 100+i, i, r, 200+i, 200+i, 10+i, i, r, 100+i, 200+i))
+	}
+	for _, q := range []string{migrations[0], migrations[1], "PRAGMA user_version = 2",
+		"INSERT INTO jobs (pk, id, t_submit, jobid, userid, username, state, result, t_inactive, ev_time, ev_name, snapshot) VALUES " + strings.Join(rows, ", "),
+	} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatalf("%.60s: %v", q, err)
+		}
+	}
+	old.Close()
+	db, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if v, _ := db.Version(ctx); v != SchemaVersion {
+		t.Fatalf("version %d after the migration", v)
+	}
+	var n int
+	db.SQL().QueryRow("SELECT count(*) FROM sqlite_schema WHERE name IN ('jobs_result', 'jobs_unsuccessful')").Scan(&n)
+	var part int
+	db.SQL().QueryRow("SELECT count(*) FROM jobs INDEXED BY jobs_unsuccessful WHERE " + unsuccessful).Scan(&part)
+	if n != 1 || part != 4 {
+		t.Errorf("indexes %d (want jobs_unsuccessful only), %d rows in it (want 4)", n, part)
+	}
+	uid := uint32(42)
+	for _, c := range []struct {
+		f    Filter
+		want string
+	}{
+		{Filter{Results: ResultFailed}, "f5 f1"},
+		{Filter{Results: ResultFailed | ResultTimeout, Count: 2}, "f5 f3"},
+		{Filter{Results: ResultCompleted, UserID: &uid}, "f2 f0"},
+		{Filter{Results: ResultCompleted | ResultCanceled}, "f4 f2 f0"},
+	} {
+		jobs, _, err := db.Query(ctx, c.f)
+		var ids []string
+		for _, j := range jobs {
+			ids = append(ids, j.JobID)
+		}
+		if got := strings.Join(ids, " "); err != nil || got != c.want {
+			t.Errorf("%+v: %q %v, want %q", c.f, got, err, c.want)
+		}
+	}
+}
+
+// The unsuccessful result filters go through the partial index: the
+// query repeats its condition as SQLite needs to see it.
+func TestResultFilterUsesPartialIndex(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "jobs.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var plan []string
+	rs, err := db.SQL().Query("EXPLAIN QUERY PLAN SELECT "+listCols+" FROM jobs j WHERE +j.state = 'INACTIVE' AND j."+unsuccessful+" AND j.result IN (?) ORDER BY j.t_inactive DESC, j.id DESC LIMIT 10", "FAILED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rs.Next() {
+		var id, parent, x int
+		var detail string
+		rs.Scan(&id, &parent, &x, &detail)
+		plan = append(plan, detail)
+	}
+	rs.Close()
+	if p := strings.Join(plan, "; "); !strings.Contains(p, "jobs_unsuccessful") {
+		t.Errorf("plan of a failed filter: %s", p)
 	}
 }

@@ -173,8 +173,13 @@ func (d *DB) Query(ctx context.Context, f Filter) ([]Job, bool, error) {
 			// The literal term lets SQLite use the partial index of
 			// active jobs.
 			where = append(where, "j.state != 'INACTIVE'", inList("j.state", st, &args))
+		case g.results && f.Results&ResultCompleted != 0:
+			// Completed jobs are most of the rows: along t_inactive (or
+			// the user's index), not through a result index.
+			where = append(where, "+j.state = 'INACTIVE'", inList("+j.result", names(f.Results, resultNames), &args))
 		case g.results && f.Results != 0:
-			where = append(where, "+j.state = 'INACTIVE'", inList("j.result", names(f.Results, resultNames), &args))
+			// The literal condition of the partial index lets SQLite use it.
+			where = append(where, "+j.state = 'INACTIVE'", "j."+unsuccessful, inList("j.result", names(f.Results, resultNames), &args))
 		default:
 			continue
 		}

@@ -14,7 +14,7 @@ import (
 // SchemaVersion is the schema this code writes (PRAGMA user_version).
 // A database of an older version is migrated on open; a newer one is
 // refused, so an old binary never writes a layout it does not know.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // migrations[i] takes the schema from version i to i+1, in one
 // transaction with the version bump.
@@ -117,7 +117,19 @@ INSERT OR IGNORE INTO users SELECT username, min(userid) FROM jobs WHERE usernam
 DROP INDEX jobs_state;
 CREATE INDEX jobs_active ON jobs(state, t_run) WHERE state != 'INACTIVE';
 `,
+	// 2 -> 3: the result index holds the jobs that did not complete only
+	// (most jobs complete: they cost it nothing). A result filter that
+	// names completed jobs walks the t_inactive index instead, where
+	// they are most of the rows.
+	`
+DROP INDEX jobs_result;
+CREATE INDEX jobs_unsuccessful ON jobs(result, t_inactive, id) WHERE ` + unsuccessful + `;
+`,
 }
+
+// unsuccessful is the condition of the partial result index; a query
+// repeats it verbatim so that SQLite may use the index.
+const unsuccessful = "result IN ('FAILED', 'CANCELED', 'TIMEOUT')"
 
 // blockShift groups node rows by job: blk = pk >> blockShift.
 const blockShift = 10
