@@ -102,6 +102,7 @@ func (s *State) has(i int) bool { return s[i>>6]&(1<<(i&63)) != 0 }
 type Set struct {
 	Patterns []Pattern
 	seg      []string   // position -> segment
+	glob     []bool     // position -> the segment has a `*` (else: a plain key)
 	pat      []int      // position -> pattern index
 	last     []bool     // position is the pattern's last segment
 	rank     []int      // pattern index -> precedence (lower wins)
@@ -122,6 +123,7 @@ func Compile(pats []Pattern) (*Set, error) {
 		s.start.set(len(s.seg))
 		for i, seg := range p.Segs {
 			s.seg = append(s.seg, seg)
+			s.glob = append(s.glob, strings.Contains(seg, "*"))
 			s.pat = append(s.pat, pi)
 			s.last = append(s.last, i == len(p.Segs)-1)
 			var q []byte
@@ -186,7 +188,11 @@ func (s *Set) Step(st State, key string) (State, int) {
 			b := bits.TrailingZeros64(word)
 			word &= word - 1
 			i := w<<6 | b
-			if !Glob(s.seg[i], key) {
+			if s.glob[i] {
+				if !Glob(s.seg[i], key) {
+					continue
+				}
+			} else if s.seg[i] != key {
 				continue
 			}
 			if s.last[i] {

@@ -3,6 +3,7 @@ package recpath
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -219,5 +220,32 @@ func TestPruneShares(t *testing.T) {
 	}
 	if out, _, _ := p.Prune([]byte(` {"a":{"x":1} , "c":{"b":2,"d":3}} `), Start{Exc: p.Exclude.Start(), KeepAll: true}); string(out) != ` {"a":{} , "c":{"d":3}} ` {
 		t.Fatalf("got %s", out)
+	}
+}
+
+// StringEnd on short and long strings, escapes before and after the
+// first 16 bytes, an escaped quote and backslash, and unterminated ones.
+func TestStringEnd(t *testing.T) {
+	long := strings.Repeat("x", 40)
+	for _, c := range []struct {
+		in  string
+		end int // -1: an error
+		esc bool
+	}{
+		{`""`, 2, false}, {`"abc",`, 5, false}, {`"` + long + `"]`, 42, false},
+		{`"a\"b"`, 6, true}, {`"a\\"b"`, 5, true}, {`"` + long + `\"x"`, 45, true}, {`"` + long + `\\"`, 44, true},
+		{`"\u0041` + long + `"`, 48, true},
+		{`"abc`, -1, false}, {`"` + long, -1, false}, {`"a\"`, -1, false}, {`"` + long + `\"`, -1, false}, {`"\`, -1, false},
+	} {
+		end, esc, err := StringEnd([]byte(c.in), 0)
+		if c.end < 0 {
+			if err == nil {
+				t.Errorf("%s: no error", c.in)
+			}
+			continue
+		}
+		if err != nil || end != c.end || esc != c.esc {
+			t.Errorf("%s: %d %v %v, want %d %v", c.in, end, esc, err, c.end, c.esc)
+		}
 	}
 }

@@ -34,22 +34,51 @@ func SkipWS(b []byte, i int) int {
 // StringEnd returns the index just past the string starting at b[i]
 // (a '"'), and whether it holds escapes.
 func StringEnd(b []byte, i int) (int, bool, error) {
-	esc := false
-	for j := i + 1; j < len(b); {
+	// Most strings are short (keys, names): a plain loop beats a call.
+	j := i + 1
+	for n := min(len(b), j+16); j < n; j++ {
+		switch b[j] {
+		case '"':
+			return j + 1, false, nil
+		case '\\':
+			return stringEndEscaped(b, i, j)
+		}
+	}
+	return stringEndLong(b, i, j)
+}
+
+// stringEndLong goes on from b[j] with IndexByte.
+func stringEndLong(b []byte, i, j int) (int, bool, error) {
+	for j < len(b) {
 		q := bytes.IndexByte(b[j:], '"')
 		if q < 0 {
 			break
 		}
 		if bs := bytes.IndexByte(b[j:j+q], '\\'); bs >= 0 {
-			// An escape before the quote: step over it and look again.
-			esc = true
-			j += bs + 2
-			continue
+			return stringEndEscaped(b, i, j+bs)
 		}
-		return j + q + 1, esc, nil
+		return j + q + 1, false, nil
 	}
 	return 0, false, syntaxAt(i)
 }
+
+// stringEndEscaped goes on from the escape at b[j].
+func stringEndEscaped(b []byte, i, j int) (int, bool, error) {
+	for j < len(b) {
+		switch b[j] {
+		case '"':
+			return j + 1, true, nil
+		case '\\':
+			j += 2
+		default:
+			j++
+		}
+	}
+	return 0, false, syntaxAt(i)
+}
+
+// structural marks the bytes a container's skip looks at.
+var structural = [256]bool{'"': true, '{': true, '[': true, '}': true, ']': true}
 
 // SkipValue returns the index just past the value starting at b[i].
 func SkipValue(b []byte, i int) (int, error) {
@@ -64,6 +93,9 @@ func SkipValue(b []byte, i int) (int, error) {
 	case '{', '[':
 		depth := 0
 		for j := i; j < len(b); j++ {
+			if !structural[b[j]] {
+				continue
+			}
 			switch b[j] {
 			case '"':
 				end, _, err := StringEnd(b, j)
