@@ -99,7 +99,6 @@ type writeState struct {
 	purgeSel           map[int]*sql.Stmt
 	users              map[string]bool // names in the users table
 	all                []*sql.Stmt
-	buf                []byte
 	markPurge, nodeDel string
 	purgeIns, purgeDel string
 	usr                string
@@ -276,6 +275,15 @@ type batchWriter struct {
 	// names added to the users table (known to be there once committed)
 	newUsers []string
 	hostBuf  []byte // the node rows' host arrays, appended only
+	// the batch's snapshots and eventlogs, appended only: each parameter
+	// a string over its part, no copy per job
+	arena []byte
+}
+
+// since is the arena's bytes from at on, as a string that shares them
+// (the arena is only appended to: they never change).
+func (b *batchWriter) since(at int) string {
+	return unsafe.String(&b.arena[at], len(b.arena)-at)
 }
 
 func (b *batchWriter) get(k ident) *pending {
@@ -408,8 +416,9 @@ func (b *batchWriter) addEvent(p *pending, r *core.Record) error {
 		p.r, p.hasR = r.R, true
 	}
 	add := r.Eventlog
-	if r.Event != nil {
-		add = append(add[:len(add):len(add)], *r.Event)
+	if e := r.Event; e != nil && (len(add) == 0 || add[len(add)-1].Timestamp != e.Timestamp || add[len(add)-1].Name != e.Name) {
+		// (a backlog record's event is its eventlog's last: no copy then)
+		add = append(add[:len(add):len(add)], *e)
 	}
 	if len(add) > 0 {
 		b.loadEvents(p)
@@ -435,6 +444,11 @@ func mergeEvents(evs, add []core.Event) ([]core.Event, bool) {
 		}
 		return false
 	}
+	own := false // evs is an array of ours, not the caller's
+	if len(evs) == 0 && len(add) <= 64 {
+		// A job's first events (the common case): one allocation.
+		evs, own = make([]core.Event, 0, len(add)), true
+	}
 	var seen map[key]bool
 	if len(evs)+len(add) > 64 {
 		seen = make(map[key]bool, len(evs)+len(add))
@@ -452,7 +466,7 @@ func mergeEvents(evs, add []core.Event) ([]core.Event, bool) {
 		if seen != nil {
 			seen[k] = true
 		}
-		if !changed {
+		if !changed && !own {
 			evs = slices.Clip(evs) // do not write into the caller's array
 		}
 		if n := len(evs); n > 0 && evs[n-1].Timestamp > e.Timestamp {
@@ -474,11 +488,13 @@ func nullInt(p *int) any {
 	return int64(*p)
 }
 
+// rawOrNil passes b without a copy: the driver copies parameters into
+// SQLite's memory, and records are not changed while a batch is written.
 func rawOrNil(b json.RawMessage) any {
 	if len(b) == 0 {
 		return nil
 	}
-	return string(b)
+	return unsafe.String(&b[0], len(b))
 }
 
 func valsOf(j *core.Job) nodeVals {
@@ -538,6 +554,7 @@ func (b *batchWriter) store(ctx context.Context) error {
 			}
 		}
 	}
+	b.arena = make([]byte, 0, 1536*len(b.order)) // a snapshot and an eventlog a job, mostly
 	jobArgs := make([]any, 0, len(b.order)*ws.jobs.cols)
 	dataArgs := make([]any, 0, len(b.order)*ws.data.cols)
 	newJobArgs := make([]any, 0, len(b.order)*ws.jobs.cols)
@@ -569,14 +586,15 @@ func (b *batchWriter) store(ctx context.Context) error {
 			if j.Priority != nil {
 				prio = *j.Priority
 			}
-			ws.buf = j.AppendJSON(ws.buf[:0])
+			at := len(b.arena)
+			b.arena = j.AppendJSON(b.arena)
 			args := &jobArgs
 			if !p.exists {
 				args = &newJobArgs
 			}
 			*args = append(*args, p.pk, int64(p.id), p.tsubmit, j.JobID, p.cluster, int64(j.UserID), j.Username, j.Queue, j.Bank, j.Project,
 				j.State, j.Result, j.Name, int64(j.Urgency), prio, nullInt(j.NTasks), nullInt(j.NNodes), nullInt(j.NCores), j.Nodelist, j.Ranks,
-				j.TRun, j.TInactive, p.evTime, p.evName, string(ws.buf), purged, reason)
+				j.TRun, j.TInactive, p.evTime, p.evName, b.since(at), purged, reason)
 			if j.Username != "" && j.Username != p.st.username {
 				if err := b.user(ctx, j.Username, j.UserID); err != nil {
 					return err
@@ -595,14 +613,16 @@ func (b *batchWriter) store(ctx context.Context) error {
 		}
 		var evlog any
 		if p.evDirty {
-			ws.buf = append(ws.buf[:0], '[')
+			at := len(b.arena)
+			b.arena = append(b.arena, '[')
 			for i := range p.events {
 				if i > 0 {
-					ws.buf = append(ws.buf, ',')
+					b.arena = append(b.arena, ',')
 				}
-				ws.buf = p.events[i].AppendJSON(ws.buf)
+				b.arena = p.events[i].AppendJSON(b.arena)
 			}
-			evlog = string(append(ws.buf, ']'))
+			b.arena = append(b.arena, ']')
+			evlog = b.since(at)
 		}
 		if p.jobspec != nil || p.r != nil || evlog != nil {
 			if p.exists && p.st.existsData {
