@@ -179,3 +179,39 @@ func TestResultFilterUsesPartialIndex(t *testing.T) {
 		t.Errorf("plan of a failed filter: %s", p)
 	}
 }
+
+// A new archive gets its page size (set before WAL mode); an existing
+// one keeps its own.
+func TestNewArchivePageSize(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name string
+		pre  int // page size of a file made beforehand (0: none)
+		want int
+	}{{"new.db", 0, pageSize}, {"old.db", 4096, 4096}} {
+		path := filepath.Join(dir, c.name)
+		if c.pre != 0 {
+			old, err := sql.Open("sqlite", "file:"+path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := old.Exec(fmt.Sprintf("PRAGMA page_size = %d; PRAGMA journal_mode = WAL; %s; PRAGMA user_version = 1", c.pre, migrations[0])); err != nil {
+				t.Fatal(err)
+			}
+			old.Close()
+		}
+		db, err := Open(ctx, path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps int
+		var mode string
+		db.SQL().QueryRow("PRAGMA page_size").Scan(&ps)
+		db.SQL().QueryRow("PRAGMA journal_mode").Scan(&mode)
+		db.Close()
+		if ps != c.want || mode != "wal" {
+			t.Errorf("%s: page size %d, journal mode %s; want %d, wal", c.name, ps, mode, c.want)
+		}
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"strings"
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, "sqlite"
@@ -161,6 +163,11 @@ func Open(ctx context.Context, path string, opt Options) (*DB, error) {
 	if sync == "" {
 		sync = "FULL"
 	}
+	if !opt.ReadOnly {
+		if err := create(ctx, path); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "cache_size(-65536)") // 64 MiB: a batch of 1000 jobs touches many index pages
@@ -263,4 +270,23 @@ func (d *DB) step(ctx context.Context, from int) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// pageSize is the page size of a new archive.
+const pageSize = 8192 // 4096 (the default) wastes more of a page on rows of ~1 KB: 12% larger files, 10% more bytes written, ~8% more CPU a job
+
+// create makes a new, empty archive with its page size: it must be set
+// before the file turns to WAL mode, which the driver's connection
+// pragmas do first.
+func create(ctx context.Context, path string) error {
+	if st, err := os.Stat(path); err == nil && st.Size() > 0 || err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.ExecContext(ctx, fmt.Sprintf("PRAGMA page_size = %d; PRAGMA journal_mode = WAL", pageSize))
+	return err
 }
