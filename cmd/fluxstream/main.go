@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -36,6 +37,22 @@ const (
 )
 
 func main() {
+	// FLUXSTREAM_CPUPROFILE=FILE writes a CPU profile of the whole run (go
+	// tool pprof): how bench/ finds where a whole process spends its time.
+	if path := os.Getenv("FLUXSTREAM_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "FLUXSTREAM_CPUPROFILE:", err)
+			os.Exit(exitConfig)
+		}
+		code := run(os.Args[1:], os.Stdout, os.Stderr)
+		pprof.StopCPUProfile()
+		f.Close()
+		os.Exit(code)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
