@@ -168,8 +168,12 @@ type diskBuffer struct {
 	closed          bool
 	lastWarn        time.Time
 	over80          bool // spool over 80% of max_bytes, logged
-	stopSync        chan struct{}
-	syncDone        chan struct{}
+	// lastTake is when the sink last took a batch or finished one, and
+	// lastBatch how long its last batch took from Next to Done (keepPace).
+	lastTake  time.Time
+	lastBatch time.Duration
+	stopSync  chan struct{}
+	syncDone  chan struct{}
 	// entryHint sizes new spool entries (grown from what was seen) so
 	// they are written without reallocation.
 	entryHint atomic.Int64
@@ -286,6 +290,9 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 			return err
 		}
 	}
+	if err := b.keepPace(ctx, len(recs)); err != nil {
+		return err
+	}
 	if b.closed {
 		return errors.New("buffer closed")
 	}
@@ -312,6 +319,46 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 	b.cond.Broadcast()
 	return nil
 }
+
+// keepPace holds the source while the window is full and the sink is
+// taking from it (b.mu held): a sink that is slower but alive then reads
+// every record from memory, as with a memory buffer, instead of falling
+// behind the window and paying to read and decode it back from disk. A
+// sink that is failing, or took nothing for a while (patience: a few of
+// its recent batch times), is left behind: the source never waits for a
+// dead sink longer than that.
+func (b *diskBuffer) keepPace(ctx context.Context, n int) error {
+	for len(b.window) > 0 && len(b.window)+n > b.cfg.MaxRecords && b.readSeq >= b.winFirst && !b.closed &&
+		b.stats.failingSince.Load() == 0 {
+		left := b.patience() - time.Since(b.lastTake)
+		if left <= 0 {
+			return nil
+		}
+		// A timeout here only means the patience ran out: the loop
+		// checks again.
+		wctx, cancel := context.WithTimeout(ctx, left)
+		condWait(wctx, b.cond)
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := b.failure(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// patience is how long the source waits for a sink that took nothing
+// since: four of its last batch times, within [minPatience, maxPatience].
+func (b *diskBuffer) patience() time.Duration {
+	return min(max(4*b.lastBatch, minPatience), maxPatience)
+}
+
+const (
+	minPatience = time.Second
+	maxPatience = 5 * time.Second
+)
 
 // noteFill logs once when the spool goes over 80% of max_bytes, and once
 // when it is back under 70% (b.mu held).
@@ -410,6 +457,8 @@ func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, erro
 		b.winFirst += uint64(off + n)
 		b.readSeq += uint64(n)
 		end := b.readSeq
+		b.lastTake = time.Now()
+		b.cond.Broadcast() // room in the window (keepPace)
 		b.mu.Unlock()
 		return out, ticket{end: end}, nil
 	}
@@ -449,6 +498,7 @@ func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, erro
 	// meets the damage.
 	b.readSeq = entries[len(entries)-1].Seq + 1
 	b.mu.Unlock()
+	b.stats.ReadBack.Add(int64(len(entries)))
 	out := make([]*Record, 0, len(entries))
 	for _, e := range entries {
 		r, err := decodeSpoolEntry(e.Data, e.Meta)
@@ -480,6 +530,10 @@ func (b *diskBuffer) Done(t ticket) {
 	b.sp.Ack(t.end)
 	b.release(t.end)
 	b.mu.Lock()
+	if now := time.Now(); !b.lastTake.IsZero() {
+		b.lastBatch = now.Sub(b.lastTake)
+		b.lastTake = now
+	}
 	b.noteFill()
 	b.cond.Broadcast()
 	b.mu.Unlock()

@@ -155,7 +155,8 @@ func (p *Pipeline) Stats() []StatsSnapshot {
 		rt := p.rt[n]
 		s := StatsSnapshot{Node: n.Name, Kind: n.Kind,
 			In: rt.stats.In.Load(), Out: rt.stats.Out.Load(), Dropped: rt.stats.Dropped.Load(), Errors: rt.stats.Errors.Load(),
-			Retries: rt.stats.Retries.Load(), DeadLettered: rt.stats.DeadLettered.Load(), BufferDropped: rt.stats.BufferDropped.Load()}
+			Retries: rt.stats.Retries.Load(), DeadLettered: rt.stats.DeadLettered.Load(), BufferDropped: rt.stats.BufferDropped.Load(),
+			ReadBack: rt.stats.ReadBack.Load()}
 		if r := rt.runner.Load(); r != nil {
 			r.snapshot(&s)
 		}

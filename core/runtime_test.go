@@ -142,7 +142,9 @@ func TestStalledSinkDoesNotStallOthers(t *testing.T) {
 sources:
   gen: {type: gen, count: 5000, batch: 50, wait: true}
 sinks:
-  stuck: {type: mem, inputs: [gen]}
+  # A window smaller than what comes: the source waits for the stuck
+  # sink only as long as its patience, then leaves it behind.
+  stuck: {type: mem, inputs: [gen], buffer: {max_records: 500}}
   flowing: {type: mem, inputs: [gen]}
 `)
 	stall := make(chan struct{})
@@ -186,7 +188,8 @@ sinks:
   stuck: {type: mem, inputs: [gen]}
   flowing: {type: mem, inputs: [gen]}
 `)
-	if err := core.NewPipeline(g2, core.RunOptions{DataDir: dataDir, Logger: quietLogger()}).Run(context.Background()); err != nil {
+	p2 := core.NewPipeline(g2, core.RunOptions{DataDir: dataDir, Logger: quietLogger()})
+	if err := p2.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if got := inst2.sinks["stuck"].Got(); !slices.Equal(got, ids("rec-", 5000, nil)) {
@@ -194,6 +197,53 @@ sinks:
 	}
 	if n := len(inst2.sinks["flowing"].Got()); n != 0 {
 		t.Errorf("flowing sink got %d again; it had acknowledged them", n)
+	}
+	if s := stats(t, p2, "stuck"); s.ReadBack != 5000 {
+		t.Errorf("stuck sink read back %d records from disk, want all 5000", s.ReadBack)
+	}
+}
+
+func stats(t *testing.T, p *core.Pipeline, node string) core.StatsSnapshot {
+	t.Helper()
+	for _, s := range p.Stats() {
+		if s.Node == node {
+			return s
+		}
+	}
+	t.Fatalf("no stats for node %s", node)
+	return core.StatsSnapshot{}
+}
+
+// A sink slower than its source but alive reads every record from the
+// disk buffer's in-memory window: the source waits for it instead of
+// leaving it to read back and decode from disk (issue 21). A stalled sink
+// is left behind: TestStalledSinkDoesNotStallOthers.
+func TestSlowSinkKeepsPace(t *testing.T) {
+	g, inst := mustBuild(t, `
+sources:
+  gen: {type: gen, count: 20000, batch: 100}
+sinks:
+  slow:
+    type: mem
+    inputs: [gen]
+    delay: 2ms
+    batch: {max_records: 200}
+    buffer: {max_records: 1000}
+  fast: {type: mem, inputs: [gen]}
+`)
+	p := core.NewPipeline(g, core.RunOptions{DataDir: t.TempDir(), Logger: quietLogger()})
+	if err := p.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"slow", "fast"} {
+		if got := inst.sinks[name].Got(); !slices.Equal(got, ids("rec-", 20000, nil)) {
+			t.Fatalf("%s got %d records", name, len(got))
+		}
+	}
+	for _, s := range p.Stats() {
+		if s.Kind == core.KindSink && s.ReadBack != 0 {
+			t.Errorf("sink %s read %d records back from disk; a sink that keeps taking reads from memory", s.Node, s.ReadBack)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ type SinkStats struct {
 	Retries       atomic.Int64 // failed Write attempts that were retried
 	DeadLettered  atomic.Int64 // records the destination refused for good
 	BufferDropped atomic.Int64 // records given up by when_full: drop_oldest
+	ReadBack      atomic.Int64 // records the sink read back from its spool on disk (it had fallen behind)
 	InFlight      atomic.Int64 // records of the batch being written or retried
 
 	// Unix nanoseconds, 0 when not so: the first failed attempt of the
@@ -35,7 +36,7 @@ type StatsSnapshot struct {
 	Node, Kind                   string
 	In, Out, Dropped, Errors     int64
 	Retries, DeadLettered        int64
-	BufferDropped                int64
+	BufferDropped, ReadBack      int64
 	PendingRecords, PendingBytes int64
 	InFlight                     int64
 	// OldestPending is when the oldest undelivered record of a sink was

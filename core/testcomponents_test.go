@@ -127,8 +127,11 @@ type memSink struct {
 	// ProvisionWaits makes Provision wait for the end of ctx (a sink that
 	// reads its state from a remote service that does not answer).
 	ProvisionWaits bool `yaml:"provision_waits"`
-	provisioning   chan struct{}
-	tried          map[string]bool
+	// Delay makes every Write take this long (a sink slower than its
+	// source, but alive).
+	Delay        time.Duration `yaml:"delay"`
+	provisioning chan struct{}
+	tried        map[string]bool
 
 	mu      sync.Mutex
 	got     []string
@@ -157,6 +160,9 @@ func (s *memSink) Write(ctx context.Context, batch []*core.Record) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	if s.Delay > 0 {
+		time.Sleep(s.Delay)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

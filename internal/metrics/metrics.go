@@ -145,6 +145,7 @@ var (
 
 	sinkRetries     = desc("fluxstream_sink_retries_total", "Failed Write attempts that were retried.", "sink")
 	sinkBufDropped  = desc("fluxstream_sink_buffer_dropped_total", "Records given up by when_full: drop_oldest.", "sink")
+	sinkReadBack    = desc("fluxstream_sink_spool_read_back_total", "Records the sink read back from its disk spool because it had fallen behind the in-memory window (0 while it keeps up or while the source waits for it).", "sink")
 	sinkSpoolRecs   = desc("fluxstream_sink_spool_records", "Records in the sink's buffer not yet delivered (disk: the batch in flight included).", "sink")
 	sinkSpoolBytes  = desc("fluxstream_sink_spool_bytes", "On-disk size of the sink's spool segments; delivered records leave it when their segment is removed (0 for a memory buffer).", "sink")
 	sinkOldestAge   = desc("fluxstream_sink_oldest_undelivered_age_seconds", "Age of the oldest record not yet delivered by the sink (0: none waits).", "sink")
@@ -169,7 +170,7 @@ var (
 )
 
 var allDescs = []*prometheus.Desc{nodeIn, nodeOut, nodeDropped, nodeDead, nodeErrors,
-	sinkRetries, sinkBufDropped, sinkSpoolRecs, sinkSpoolBytes, sinkOldestAge, sinkInFlight, sinkFailingSecs,
+	sinkRetries, sinkBufDropped, sinkReadBack, sinkSpoolRecs, sinkSpoolBytes, sinkOldestAge, sinkInFlight, sinkFailingSecs,
 	pipelineReady, fluxConnected, fluxReconnects, fluxLag,
 	journalInBacklog, journalJobs, journalEvents, journalSkipped, journalStreams, kafkaLag, pluginRestarts}
 
@@ -204,6 +205,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if s.Kind == core.KindSink {
 			counter(sinkRetries, s.Retries, s.Node)
 			counter(sinkBufDropped, s.BufferDropped, s.Node)
+			counter(sinkReadBack, s.ReadBack, s.Node)
 			gauge(sinkSpoolRecs, float64(s.PendingRecords), s.Node)
 			gauge(sinkSpoolBytes, float64(s.PendingBytes), s.Node)
 			gauge(sinkOldestAge, since(now, s.OldestPending), s.Node)
