@@ -174,9 +174,6 @@ type diskBuffer struct {
 	lastBatch time.Duration
 	stopSync  chan struct{}
 	syncDone  chan struct{}
-	// entryHint sizes new spool entries (grown from what was seen) so
-	// they are written without reallocation.
-	entryHint atomic.Int64
 	dlq       *deadLetters
 	dir       string
 	onFatal   func(error)
@@ -221,7 +218,6 @@ func openDiskBuffer(fsys durable.FS, dir string, cfg BufferConfig, stats *SinkSt
 	b := &diskBuffer{sp: sp, cfg: cfg, stats: stats, log: log, dlq: dlq, dir: filepath.Clean(dir), onFatal: onFatal,
 		stopSync: make(chan struct{}), syncDone: make(chan struct{})}
 	b.cond = sync.NewCond(&b.mu)
-	b.entryHint.Store(1024)
 	b.readSeq = sp.Acked()
 	b.winFirst = sp.Next()
 	if n := sp.Len(); n > 0 {
@@ -235,13 +231,25 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 	if err := b.failure(); err != nil {
 		return err
 	}
-	payloads := make([][]byte, 0, len(recs))
+	// Entries are encoded into one pooled buffer: the spool copies them
+	// into its file buffer, so the batch's bytes are garbage once Append
+	// returns.
+	bufp := spoolBatchBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bufp) <= maxPooledBatch {
+			spoolBatchBufs.Put(bufp)
+		}
+	}()
+	buf := (*bufp)[:0]
+	ends := make([]int, 0, len(recs))
 	size := int64(0)
-	hint := int(b.entryHint.Load())
 	kept := make([]*Record, 0, len(recs))
 	for _, r := range recs {
-		p, err := encodeSpoolEntry(r, hint)
+		start := len(buf)
+		var err error
+		buf, err = appendSpoolEntry(buf, r)
 		if err != nil {
+			buf = buf[:start]
 			// Cannot happen with records of this build; if it does, the
 			// record is parked, never acknowledged into nowhere.
 			if derr := b.dlq.add(recordLetter(r, fmt.Errorf("cannot spool: %w", err))); derr != nil {
@@ -252,12 +260,17 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 			continue
 		}
 		kept = append(kept, r)
-		payloads = append(payloads, p)
-		size += int64(len(p)) + 8
-		hint = max(hint, len(p)+len(p)/4)
+		ends = append(ends, len(buf))
+		size += int64(len(buf)-start) + 8
 	}
+	*bufp = buf
 	recs = kept
-	b.entryHint.Store(int64(min(hint, 64<<10)))
+	payloads := make([][]byte, len(ends))
+	start := 0
+	for i, end := range ends {
+		payloads[i] = buf[start:end:end]
+		start = end
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	// A batch larger than the whole bound still goes into an empty spool,
@@ -359,6 +372,12 @@ const (
 	minPatience = time.Second
 	maxPatience = 5 * time.Second
 )
+
+// spoolBatchBufs holds the buffers Push encodes a batch's entries into;
+// one larger than maxPooledBatch (a batch of huge records) is not kept.
+var spoolBatchBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledBatch = 8 << 20
 
 // noteFill logs once when the spool goes over 80% of max_bytes, and once
 // when it is back under 70% (b.mu held).

@@ -336,6 +336,17 @@ func EditJSON(raw json.RawMessage, edit func(v any) (any, error)) (json.RawMessa
 // changing the record is never shipped.
 func (r *Record) forgetJSON() { r.json.Store(nil) }
 
+// AppendCachedJSON appends the record's JSON form to b: the bytes another
+// sink had JSON cache, or else a fresh encoding that is not kept. For a
+// sink that copies the form into its own buffer (a file): with one such
+// sink, caching would only add an allocation per record.
+func (r *Record) AppendCachedJSON(b []byte) []byte {
+	if p := r.json.Load(); p != nil {
+		return append(b, *p...)
+	}
+	return r.AppendJSON(b)
+}
+
 // JSON returns the record's JSON form, computed once: records reach several
 // sinks and the spool, and are immutable once emitted.
 func (r *Record) JSON() ([]byte, error) {

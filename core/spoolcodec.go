@@ -68,7 +68,11 @@ func spoolWriterSchema(meta []byte) (avro.Schema, error) {
 }
 
 func encodeSpoolEntry(r *Record, sizeHint int) ([]byte, error) {
-	b := make([]byte, 0, sizeHint)
+	return appendSpoolEntry(make([]byte, 0, sizeHint), r)
+}
+
+// appendSpoolEntry appends r's spool entry to b.
+func appendSpoolEntry(b []byte, r *Record) ([]byte, error) {
 	e := r.Encoded
 	once := e != nil && e.RecordAt > 0 && e.RecordAt < len(e.Value)
 	if once {

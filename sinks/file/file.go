@@ -351,7 +351,7 @@ func (s *Sink) open() error {
 		}
 		s.enc = enc
 	default:
-		s.enc = jsonWriter{}
+		s.enc = jsonWriter{line: new([]byte)}
 	}
 	return nil
 }
@@ -522,22 +522,18 @@ func (s *Sink) Close(context.Context) error {
 	return s.closeFile()
 }
 
-type jsonWriter struct{}
+// jsonWriter writes JSON lines, each encoded into a scratch buffer that
+// is reused (the file's buffered writer copies it).
+type jsonWriter struct{ line *[]byte }
 
-func (jsonWriter) write(w io.Writer, r *core.Record) (int, error) {
-	js, err := r.JSON()
-	if err != nil {
-		return 0, fmt.Errorf("%w: %s: %v", errUnencodable, r.ID, err)
+func (j jsonWriter) write(w io.Writer, r *core.Record) (int, error) {
+	b := append(r.AppendCachedJSON((*j.line)[:0]), '\n')
+	*j.line = b
+	if cap(b) > 1<<20 {
+		*j.line = nil // a huge record's buffer is not kept
 	}
-	n, err := w.Write(js)
-	if err != nil {
-		return n, err
-	}
-	m, err := w.Write(newline)
-	return n + m, err
+	return w.Write(b)
 }
-
-var newline = []byte{'\n'}
 
 func (jsonWriter) flush(io.Writer) error { return nil }
 func (jsonWriter) close(io.Writer) error { return nil }
