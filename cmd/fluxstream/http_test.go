@@ -187,24 +187,31 @@ sinks:
 		t.Errorf("fluxstream_ready = %v while /readyz is 200", v)
 	}
 
-	// settled scrapes until what the source emitted went out through the
-	// good sink and into the stuck sink's spool, more than after.
-	settled := func(after float64) (metricstest.Scrape, float64) {
+	// settled scrapes until every event the broker sent so far (one record
+	// each) went out through the good sink and into the stuck sink's
+	// spool. (Waiting for the counts to agree alone passed on a moment
+	// between two responses, 1 run in ~10 under load.)
+	settled := func() (metricstest.Scrape, float64) {
+		want := 0
+		for _, it := range in.Items()[:in.Pos()] {
+			if it.Response != nil {
+				want += len(it.Response.Events)
+			}
+		}
 		var s metricstest.Scrape
-		var emitted float64
-		h.until(fmt.Sprintf("more than %v records emitted, delivered by good and spooled by stuck", after), func() bool {
+		h.until(fmt.Sprintf("%d records emitted, delivered by good and spooled by stuck", want), func() bool {
 			s = h.scrape()
-			emitted = s.Must(t, "fluxstream_node_records_out_total", "node", "flux")
-			return emitted > after &&
+			emitted := s.Must(t, "fluxstream_node_records_out_total", "node", "flux")
+			return emitted == float64(want) &&
 				s.Must(t, "fluxstream_node_records_out_total", "node", "good") == emitted &&
 				s.Must(t, "fluxstream_sink_spool_records", "sink", "stuck") == emitted
 		})
-		return s, emitted
+		return s, float64(want)
 	}
 	in.Step(in.PosAfterResponses(60))
-	s1, n1 := settled(0)
+	s1, n1 := settled()
 	in.Step(in.PosAfterResponses(200) - in.Pos())
-	s2, n2 := settled(n1)
+	s2, n2 := settled()
 	t.Logf("emitted %v then %v; stuck spool %v then %v records, age %.3fs then %.3fs", n1, n2,
 		s1.Must(t, "fluxstream_sink_spool_records", "sink", "stuck"), s2.Must(t, "fluxstream_sink_spool_records", "sink", "stuck"),
 		s1.Must(t, "fluxstream_sink_oldest_undelivered_age_seconds", "sink", "stuck"), s2.Must(t, "fluxstream_sink_oldest_undelivered_age_seconds", "sink", "stuck"))
