@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/sources/flux/jobstate"
 	"github.com/fluxstream/fluxstream/sources/flux/journal"
 	"github.com/fluxstream/fluxstream/sources/flux/users"
 )
@@ -194,6 +195,17 @@ func (s *Source) replay(ctx context.Context, path string, out core.Emitter) erro
 	s.cons.StartStream(s.cfg.Full)
 	defer s.prog.fileDone(path)
 	lr := newLineReader(rc, int(s.cfg.MaxLine))
+	// Lines are read and parsed ahead on a goroutine of their own: the
+	// consumer's reduction is the serial part of a replay, parsing needs
+	// no state.
+	chunks := make(chan readChunk, readAhead)
+	done := make(chan struct{})
+	go readLines(lr, chunks, done)
+	defer func() {
+		close(done)
+		for range chunks { // wait for the reader: rc closes after it
+		}
+	}()
 	var batch []*core.Record
 	flush := func() error {
 		if len(batch) == 0 {
@@ -205,9 +217,39 @@ func (s *Source) replay(ctx context.Context, path string, out core.Emitter) erro
 	}
 	var start time.Time
 	var base float64
-	for {
-		raw, err := lr.next()
-		if err != nil {
+	for chunk := range chunks {
+		for i := range chunk.items {
+			it := &chunk.items[i]
+			var recs []*core.Record
+			var ts float64
+			if it.purge {
+				recs = s.cons.Purge(it.payload, fmt.Sprintf("%s:%d", path, it.line))
+			} else {
+				recs = s.cons.ParsedAt(it.payload, it.resp, it.perr, path, it.line)
+				ts = lastTimestamp(recs)
+			}
+			*it = readItem{} // the chunk is kept until its end; its lines need not be
+			if s.cfg.Pace == "recorded" && !s.cons.InBacklog() && ts > 0 {
+				if start.IsZero() {
+					start, base = time.Now(), ts
+				}
+				if err := flush(); err != nil {
+					return err
+				}
+				due := start.Add(time.Duration((ts - base) / s.cfg.Speed * float64(time.Second)))
+				if err := s.sleep(ctx, time.Until(due)); err != nil {
+					return err
+				}
+			}
+			batch = append(batch, recs...)
+			s.prog.records.Add(int64(len(recs)))
+			if len(batch) >= maxBatch || s.cfg.Pace == "recorded" && !s.cons.InBacklog() {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := chunk.err; err != nil {
 			// Everything before the damage goes out first.
 			if ferr := flush(); ferr != nil {
 				return ferr
@@ -219,42 +261,71 @@ func (s *Source) replay(ctx context.Context, path string, out core.Emitter) erro
 				return nil
 			}
 			return fmt.Errorf("read %s: line %d (byte offset %d%s): %w; the %d lines before it were delivered",
-				path, lr.line, lr.off, lr.offsetOf(), err, lr.line-1)
+				path, chunk.errLine, chunk.errOff, lr.offsetOf(), err, chunk.errLine-1)
 		}
-		line := bytes.TrimSpace(raw)
-		if len(line) == 0 {
-			continue
-		}
-		var recs []*core.Record
-		var ts float64
-		if topic, payload, ok := brokerEvent(line); ok {
-			if topic != "job-purge-inactive" {
+	}
+	return ctx.Err() // not reached: the last chunk carries io.EOF or the error
+}
+
+// readAhead is how many chunks of read and parsed lines may wait for the
+// consumer; linesPerChunk how many lines a chunk holds.
+const (
+	readAhead     = 4
+	linesPerChunk = 256
+)
+
+// readItem is one journal line, read and parsed.
+type readItem struct {
+	line    int
+	payload []byte // its own copy: the line reader reuses its buffer
+	purge   bool   // a job-purge-inactive broker event (payload is its payload)
+	resp    jobstate.Response
+	perr    error
+}
+
+// readChunk is a run of lines, and the read error that ended the input
+// after them (io.EOF at its end), with the line and byte offset of the
+// damage.
+type readChunk struct {
+	items   []readItem
+	err     error
+	errLine int
+	errOff  int64
+}
+
+// readLines reads and parses lines into chunks until the input ends or
+// done is closed; it closes out when it returns.
+func readLines(lr *lineReader, out chan<- readChunk, done <-chan struct{}) {
+	defer close(out)
+	for {
+		chunk := readChunk{items: make([]readItem, 0, linesPerChunk)}
+		for len(chunk.items) < linesPerChunk {
+			raw, err := lr.next()
+			if err != nil {
+				chunk.err, chunk.errLine, chunk.errOff = err, lr.line, lr.off
+				break
+			}
+			line := bytes.TrimSpace(raw)
+			if len(line) == 0 {
 				continue
 			}
-			recs = s.cons.Purge(payload, fmt.Sprintf("%s:%d", path, lr.line))
-		} else {
-			// The consumer copies what it keeps; the reader reuses line.
-			recs = s.cons.ResponseAt(bytes.Clone(line), path, lr.line)
-			ts = lastTimestamp(recs)
+			if topic, payload, ok := brokerEvent(line); ok {
+				if topic == "job-purge-inactive" {
+					chunk.items = append(chunk.items, readItem{line: lr.line, payload: payload, purge: true})
+				}
+				continue
+			}
+			payload := bytes.Clone(line)
+			resp, perr := jobstate.ParseResponse(payload)
+			chunk.items = append(chunk.items, readItem{line: lr.line, payload: payload, resp: resp, perr: perr})
 		}
-		if s.cfg.Pace == "recorded" && !s.cons.InBacklog() && ts > 0 {
-			if start.IsZero() {
-				start, base = time.Now(), ts
-			}
-			if err := flush(); err != nil {
-				return err
-			}
-			due := start.Add(time.Duration((ts - base) / s.cfg.Speed * float64(time.Second)))
-			if err := s.sleep(ctx, time.Until(due)); err != nil {
-				return err
-			}
+		select {
+		case out <- chunk:
+		case <-done:
+			return
 		}
-		batch = append(batch, recs...)
-		s.prog.records.Add(int64(len(recs)))
-		if len(batch) >= maxBatch || s.cfg.Pace == "recorded" && !s.cons.InBacklog() {
-			if err := flush(); err != nil {
-				return err
-			}
+		if chunk.err != nil {
+			return
 		}
 	}
 }

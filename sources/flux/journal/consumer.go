@@ -334,8 +334,21 @@ func (p place) String() string {
 // MarshalText makes slog print the place, not its fields.
 func (p place) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
+// ParsedAt is ResponseAt for a payload already parsed with
+// jobstate.ParseResponse (resp, err): a reader can parse ahead on another
+// goroutine while the consumer, which is not safe for concurrent use,
+// applies responses in order.
+func (c *Consumer) ParsedAt(payload []byte, resp jobstate.Response, err error, file string, line int) []*core.Record {
+	c.responses++
+	return c.parsed(payload, resp, err, place{file: file, n: line})
+}
+
 func (c *Consumer) response(payload []byte, where place) []*core.Record {
 	resp, err := jobstate.ParseResponse(payload)
+	return c.parsed(payload, resp, err, where)
+}
+
+func (c *Consumer) parsed(payload []byte, resp jobstate.Response, err error, where place) []*core.Record {
 	if err != nil {
 		c.lim.Log(slog.LevelError, "invalid-response", "journal response does not decode; passed on as an invalid record", "where", where, "error", err)
 		c.tally(Counts{Invalid: 1})
