@@ -220,6 +220,7 @@ func openDiskBuffer(fsys durable.FS, dir string, cfg BufferConfig, stats *SinkSt
 	b.cond = sync.NewCond(&b.mu)
 	b.readSeq = sp.Acked()
 	b.winFirst = sp.Next()
+	b.lastTake = time.Now() // a sink just starting gets the patience too
 	if n := sp.Len(); n > 0 {
 		log.Info("spool holds undelivered records from an earlier run; delivering them first", "records", n, "bytes", sp.Bytes(), "dir", filepath.Clean(dir))
 	}
@@ -341,7 +342,10 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 // its recent batch times), is left behind: the source never waits for a
 // dead sink longer than that.
 func (b *diskBuffer) keepPace(ctx context.Context, n int) error {
-	for len(b.window) > 0 && len(b.window)+n > b.cfg.MaxRecords && b.readSeq >= b.winFirst && !b.closed &&
+	// A sink less than a window behind it (it slipped: a slow start, a
+	// pause) is waited for too, so it catches up with the window; one
+	// further behind drains a real backlog and is not.
+	for len(b.window) > 0 && len(b.window)+n > b.cfg.MaxRecords && b.readSeq+uint64(b.cfg.MaxRecords) >= b.winFirst && !b.closed &&
 		b.stats.failingSince.Load() == 0 {
 		left := b.patience() - time.Since(b.lastTake)
 		if left <= 0 {
@@ -516,6 +520,7 @@ func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, erro
 	// Entries before a damaged one are delivered first; the next read
 	// meets the damage.
 	b.readSeq = entries[len(entries)-1].Seq + 1
+	b.lastTake = time.Now()
 	b.mu.Unlock()
 	b.stats.ReadBack.Add(int64(len(entries)))
 	out := make([]*Record, 0, len(entries))
@@ -549,10 +554,9 @@ func (b *diskBuffer) Done(t ticket) {
 	b.sp.Ack(t.end)
 	b.release(t.end)
 	b.mu.Lock()
-	if now := time.Now(); !b.lastTake.IsZero() {
-		b.lastBatch = now.Sub(b.lastTake)
-		b.lastTake = now
-	}
+	now := time.Now()
+	b.lastBatch = now.Sub(b.lastTake)
+	b.lastTake = now
 	b.noteFill()
 	b.cond.Broadcast()
 	b.mu.Unlock()
