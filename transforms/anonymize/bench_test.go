@@ -70,3 +70,27 @@ sinks:
 	b.ReportMetric(float64(recs)/wall.Seconds(), "records/s")
 	b.ReportMetric(float64(recs)/cpu.Seconds(), "records/cpu-s")
 }
+
+// One bulk jobspec and one submit context through the editor (no
+// cache), under the default profile.
+func BenchmarkEdit(b *testing.B) {
+	recs := records(b, bulk, transformtest.IncludeRaw)
+	tr := newTransform(b, "")
+	for _, c := range []struct {
+		name string
+		src  []byte
+		at   root
+	}{
+		{"jobspec", recs[0].Jobspec, tr.roots[partJobspec]},
+		{"submit", recs[0].Event.Context, tr.contextRoot("submit")},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := tr.edit(c.src, c.at, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

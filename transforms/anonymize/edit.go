@@ -116,10 +116,15 @@ func (e *editor) object(i int, st recpath.State, cur int, update bool) (int, err
 		}
 		var next recpath.State
 		var m int
-		if update {
+		switch {
+		case update:
 			next, m = e.updateStep(k)
-		} else if next, m = e.t.set.Step(st, k); m < 0 {
+		case st.Empty(): // below a rule, no deeper one
 			m = cur
+		default:
+			if next, m = e.t.set.Step(st, k); m < 0 {
+				m = cur
+			}
 		}
 		j := recpath.SkipWS(src, ke)
 		if j >= len(src) || src[j] != ':' {
@@ -166,9 +171,11 @@ func (e *editor) array(i int, st recpath.State, cur int) (int, error) {
 		if i >= len(src) {
 			return 0, syntaxAt(i)
 		}
-		next, m := e.t.set.Step(st, recpath.Index(n))
-		if m < 0 {
-			m = cur
+		next, m := st, cur
+		if !st.Empty() {
+			if next, m = e.t.set.Step(st, recpath.Index(n)); m < 0 {
+				m = cur
+			}
 		}
 		ve, err := e.member(sep, i, i, next, m, kept, dropped)
 		if err != nil {

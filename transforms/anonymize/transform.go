@@ -388,11 +388,7 @@ func (t *Transform) raw(src json.RawMessage, part int, name string) (json.RawMes
 	}
 	var start root
 	if part == partContext {
-		st, m := t.set.Step(t.ctx.st, name)
-		if m < 0 {
-			m = t.ctx.match
-		}
-		start = root{st: st, match: m}
+		start = t.contextRoot(name)
 	} else {
 		start = t.roots[part]
 	}
@@ -412,6 +408,15 @@ func (t *Transform) raw(src json.RawMessage, part int, name string) (json.RawMes
 	}
 	t.cache.Put(src, out, part, name, true)
 	return out, nil
+}
+
+// contextRoot is where the walk starts in the context of an event name.
+func (t *Transform) contextRoot(name string) root {
+	st, m := t.set.Step(t.ctx.st, name)
+	if m < 0 {
+		m = t.ctx.match
+	}
+	return root{st: st, match: m}
 }
 
 func keyString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
