@@ -213,5 +213,15 @@ func TestNewArchivePageSize(t *testing.T) {
 		if ps != c.want || mode != "wal" {
 			t.Errorf("%s: page size %d, journal mode %s; want %d, wal", c.name, ps, mode, c.want)
 		}
+		ro, err := Open(ctx, path, Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mm int64
+		ro.SQL().QueryRow("PRAGMA mmap_size").Scan(&mm)
+		ro.Close()
+		if mm <= 0 {
+			t.Errorf("%s: a reader does not map the file (mmap_size %d)", c.name, mm)
+		}
 	}
 }
