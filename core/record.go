@@ -236,6 +236,18 @@ func (r *Record) Derive() *Record {
 	return c
 }
 
+// WithEncoded returns a copy of r that differs only in its encoded part,
+// for encoders: one small allocation, everything else (the job included)
+// shared with r, read-only, as Derive shares it. Later transforms change
+// such a record through Derive or Clone, never in place.
+func (r *Record) WithEncoded(e *Encoded) *Record {
+	c := &Record{}
+	r.copyTop(c)
+	c.Event, c.Job, c.Eventlog = r.Event, r.Job, clip(r.Eventlog)
+	c.Purge, c.Invalid, c.Encoded = r.Purge, r.Invalid, e
+	return c
+}
+
 // OwnEvent gives a Derive copy an event of its own (a copy of the shared
 // one, context bytes still shared) and returns it; nil when there is no
 // event.

@@ -90,3 +90,29 @@ func TestDeriveAllocs(t *testing.T) {
 		t.Fatalf("Clone of a record without eventlog, dependencies or encoded part: %v allocations, want 1", a)
 	}
 }
+
+// WithEncoded changes only the encoded part: every other field reads as
+// the original's, the original keeps its own encoded part, and the copy's
+// record-level fields are its own.
+func TestWithEncoded(t *testing.T) {
+	var r core.Record
+	n := 0
+	fillAll(reflect.ValueOf(&r).Elem(), &n)
+	wantJSON, _ := r.MarshalJSON()
+	oldEnc := r.Encoded
+	e := &core.Encoded{Format: "avro-x", Value: []byte{1, 2, 3}}
+	c := r.WithEncoded(e)
+	if c.Encoded != e || r.Encoded != oldEnc {
+		t.Fatalf("encoded: copy %p (want %p), original %p (want %p)", c.Encoded, e, r.Encoded, oldEnc)
+	}
+	if got, _ := c.MarshalJSON(); string(got) != string(wantJSON) {
+		t.Fatalf("the copy reads differently:\n got %s\nwant %s", got, wantJSON)
+	}
+	c.ID, c.Cluster = "other", "other"
+	if r.ID == "other" || r.Cluster == "other" {
+		t.Fatal("the copy's own fields are the original's")
+	}
+	if a := testing.AllocsPerRun(100, func() { _ = r.WithEncoded(e) }); a != 1 {
+		t.Fatalf("WithEncoded: %v allocations, want 1", a)
+	}
+}

@@ -253,9 +253,8 @@ func (t *Transform) Process(_ context.Context, r *core.Record) ([]*core.Record, 
 	if err != nil {
 		return nil, fmt.Errorf("avro-encode %s: %w", r.ID, err)
 	}
-	out := r.Clone()
 	// Both framings wrap the record's own Avro binary: a disk spool keeps
 	// the record once, inside value.
-	out.Encoded = &core.Encoded{Format: format, Value: value, SchemaID: t.schemaID, RecordAt: schemas.FramingLen(format)}
+	out := r.WithEncoded(&core.Encoded{Format: format, Value: value, SchemaID: t.schemaID, RecordAt: schemas.FramingLen(format)})
 	return []*core.Record{out}, nil
 }
