@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -115,6 +116,12 @@ func (r *deliveryRig) kill9() {
 // stop ends the process with SIGTERM and expects a clean exit.
 func (r *deliveryRig) stop() {
 	r.t.Helper()
+	// A SIGTERM in the first milliseconds, before the Go runtime has run
+	// the package inits, is the default action's kill: wait until this
+	// process is running its pipeline (1 failure in ~10 suite runs).
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(r.proc.log.String(), "connected; reading the journal backlog") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	r.proc.cmd.Process.Signal(syscall.SIGTERM)
 	if err := r.proc.cmd.Wait(); err != nil {
 		r.t.Fatalf("fluxstream exited with %v after SIGTERM; log:\n%s", err, r.proc.log)

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -42,9 +43,21 @@ const (
 // more memory.
 const defaultGCPercent = 200
 
+// earlySignals, when main set it, has been notified of SIGINT and SIGTERM
+// since the process started: a stop sent while `run` is still loading its
+// config or opening its state is a clean stop too, not the default
+// action's kill (systemd, a test stopping a process it just started).
+var earlySignals chan os.Signal
+
 func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
+	}
+	// Only for run: other commands keep the default action, so ^C ends
+	// them at once.
+	if slices.Contains(os.Args[1:], "run") {
+		earlySignals = make(chan os.Signal, 2)
+		signal.Notify(earlySignals, syscall.SIGINT, syscall.SIGTERM)
 	}
 	// FLUXSTREAM_CPUPROFILE=FILE writes a CPU profile of the whole run (go
 	// tool pprof): how bench/ finds where a whole process spends its time.
@@ -200,8 +213,11 @@ func (g *globalFlags) logger(cfg core.LogConfig) (*slog.Logger, error) {
 // second one exits at once.
 func signalContext(stderr io.Writer) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	ch := earlySignals
+	if ch == nil {
+		ch = make(chan os.Signal, 2)
+		signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	}
 	go func() {
 		sig := <-ch
 		fmt.Fprintf(stderr, "fluxstream: %s: shutting down (sinks drain; send again to stop at once)\n", sig)
