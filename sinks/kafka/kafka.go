@@ -8,14 +8,12 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	_ "embed"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -25,10 +23,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/kafkaclient"
 	"github.com/fluxstream/fluxstream/internal/logutil"
 	"github.com/fluxstream/fluxstream/schemas"
 )
@@ -99,21 +96,10 @@ type Config struct {
 }
 
 // TLSConfig enables TLS to the brokers.
-type TLSConfig struct {
-	Enabled            bool   `yaml:"enabled"`
-	CAFile             string `yaml:"ca_file"`
-	CertFile           string `yaml:"cert_file"`
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
-}
+type TLSConfig = kafkaclient.TLS
 
 // SASLConfig authenticates to the brokers.
-type SASLConfig struct {
-	Mechanism string `yaml:"mechanism"` // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
-	Username  string `yaml:"username"`
-	Password  string `yaml:"password"` // use ${file:/path} or ${ENV}
-}
+type SASLConfig = kafkaclient.SASL
 
 var templateRe = regexp.MustCompile(`\{\{\s*([a-z]+)\s*\}\}`)
 
@@ -121,19 +107,7 @@ var templateVars = map[string]bool{"cluster": true, "source": true, "kind": true
 
 // Validate checks the decoded config.
 func (c *Config) Validate() error {
-	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, core.Fieldf("brokers", "must list at least one broker (host:port)"))
-	}
-	for _, b := range c.Brokers {
-		if strings.Contains(b, "@") {
-			errs = append(errs, core.Fieldf("brokers", "%q: credentials do not belong in a broker address (use sasl:)", logutil.RedactURL(b)))
-			continue
-		}
-		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
-			errs = append(errs, core.Fieldf("brokers", "%q is not host:port", logutil.RedactURL(b)))
-		}
-	}
+	errs := kafkaclient.CheckBrokers(c.Brokers, kafkaclient.HostPort)
 	if c.Topic == "" {
 		errs = append(errs, core.Fieldf("topic", "must be set"))
 	}
@@ -150,10 +124,8 @@ func (c *Config) Validate() error {
 	if _, err := codec(c.Compression); err != nil {
 		errs = append(errs, core.Fieldf("compression", "%v", err))
 	}
-	switch c.SASL.Mechanism {
-	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
-	default:
-		errs = append(errs, core.Fieldf("sasl.mechanism", "unknown mechanism %q (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", c.SASL.Mechanism))
+	if err := c.SASL.CheckMechanism(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.SASL.Mechanism != "" && c.SASL.Username == "" {
 		errs = append(errs, core.Fieldf("sasl.username", "must be set with a mechanism"))
@@ -278,10 +250,12 @@ func (s *Sink) brokers() string {
 
 // Options builds the franz-go options of the config.
 func (c *Config) Options() ([]kgo.Opt, error) {
+	opts, err := kafkaclient.Conn{Brokers: c.Brokers, ClientID: c.ClientID, DialTimeout: c.DialTimeout, TLS: c.TLS, SASL: c.SASL}.Options()
+	if err != nil {
+		return nil, err
+	}
 	comp, _ := codec(c.Compression)
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(c.Brokers...),
-		kgo.ClientID(c.ClientID),
+	opts = append(opts,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerBatchCompression(comp),
 		kgo.ProducerLinger(c.Linger),
@@ -299,51 +273,12 @@ func (c *Config) Options() ([]kgo.Opt, error) {
 		// them, out of order. Write bounds its own wait instead
 		// (delivery_timeout) and leaves the records in the producer.
 		kgo.ProduceRequestTimeout(produceRequestTimeout),
-		kgo.DialTimeout(c.DialTimeout),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-	}
+	)
 	if !*c.Idempotent {
 		opts = append(opts, kgo.DisableIdempotentWrite())
 	}
-	if c.TLS.Enabled || c.TLS.CAFile != "" || c.TLS.CertFile != "" {
-		tc, err := c.TLS.config()
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
-	}
-	switch c.SASL.Mechanism {
-	case "PLAIN":
-		opts = append(opts, kgo.SASL(plain.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsMechanism()))
-	case "SCRAM-SHA-256":
-		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha256Mechanism()))
-	case "SCRAM-SHA-512":
-		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha512Mechanism()))
-	}
 	return opts, nil
-}
-
-func (t TLSConfig) config() (*tls.Config, error) {
-	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificates in it", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
 
 // Provision creates the client (it connects lazily). With exactly_once,
