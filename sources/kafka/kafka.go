@@ -16,8 +16,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	_ "embed"
 	"encoding/base64"
 	"encoding/binary"
@@ -26,7 +24,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -38,11 +35,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/internal/kafkaclient"
 	"github.com/fluxstream/fluxstream/internal/logutil"
 	"github.com/fluxstream/fluxstream/schemas"
 	"github.com/fluxstream/fluxstream/schemas/avrorec"
@@ -104,33 +100,14 @@ type RegistryConfig struct {
 }
 
 // TLSConfig enables TLS (to the brokers, or to the registry).
-type TLSConfig struct {
-	Enabled            bool   `yaml:"enabled"`
-	CAFile             string `yaml:"ca_file"`
-	CertFile           string `yaml:"cert_file"`
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
-}
+type TLSConfig = kafkaclient.TLS
 
 // SASLConfig authenticates to the brokers.
-type SASLConfig struct {
-	Mechanism string `yaml:"mechanism"` // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
-	Username  string `yaml:"username"`
-	Password  string `yaml:"password"`
-}
+type SASLConfig = kafkaclient.SASL
 
 // Validate checks the decoded config.
 func (c *Config) Validate() error {
-	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, core.Fieldf("brokers", "must list at least one broker (host:port)"))
-	}
-	for _, b := range c.Brokers {
-		if strings.Contains(b, "@") {
-			errs = append(errs, core.Fieldf("brokers", "%q: credentials do not belong in a broker address (use sasl:)", logutil.RedactURL(b)))
-		}
-	}
+	errs := kafkaclient.CheckBrokers(c.Brokers, kafkaclient.AnyAddress)
 	if len(c.Topics) == 0 {
 		errs = append(errs, core.Fieldf("topics", "must list at least one topic"))
 	}
@@ -162,10 +139,8 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, core.Fieldf("isolation", "unknown isolation %q (read_committed, read_uncommitted)", c.Isolation))
 	}
-	switch c.SASL.Mechanism {
-	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
-	default:
-		errs = append(errs, core.Fieldf("sasl.mechanism", "unknown mechanism %q (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", c.SASL.Mechanism))
+	if err := c.SASL.CheckMechanism(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxBatch <= 0 || c.CommitInterval <= 0 || c.SessionTimeout <= 0 || c.RebalanceTimeout <= 0 ||
 		c.HeartbeatEvery <= 0 || c.DialTimeout <= 0 || c.Registry.Timeout <= 0 {
@@ -241,31 +216,6 @@ func New(nc *core.NodeConfig) (core.Source, error) {
 	return s, nil
 }
 
-func (t TLSConfig) config() (*tls.Config, error) {
-	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificates in it", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
-
-func (t TLSConfig) used() bool { return t.Enabled || t.CAFile != "" || t.CertFile != "" }
-
 // Options are the franz-go options of the config (without the group
 // callbacks).
 func (c *Config) Options() ([]kgo.Opt, error) {
@@ -277,9 +227,11 @@ func (c *Config) Options() ([]kgo.Opt, error) {
 	if c.Isolation == "read_uncommitted" {
 		iso = kgo.ReadUncommitted()
 	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(c.Brokers...),
-		kgo.ClientID(c.ClientID),
+	opts, err := kafkaclient.Conn{Brokers: c.Brokers, ClientID: c.ClientID, DialTimeout: c.DialTimeout, TLS: c.TLS, SASL: c.SASL}.Options()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts,
 		kgo.ConsumerGroup(c.Group),
 		kgo.ConsumeTopics(c.Topics...),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
@@ -289,28 +241,12 @@ func (c *Config) Options() ([]kgo.Opt, error) {
 		kgo.SessionTimeout(c.SessionTimeout),
 		kgo.RebalanceTimeout(c.RebalanceTimeout),
 		kgo.HeartbeatInterval(c.HeartbeatEvery),
-		kgo.DialTimeout(c.DialTimeout),
-	}
+	)
 	if c.Regex {
 		opts = append(opts, kgo.ConsumeRegex())
 	}
 	if c.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(c.InstanceID))
-	}
-	if c.TLS.used() {
-		tc, err := c.TLS.config()
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
-	}
-	switch c.SASL.Mechanism {
-	case "PLAIN":
-		opts = append(opts, kgo.SASL(plain.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsMechanism()))
-	case "SCRAM-SHA-256":
-		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha256Mechanism()))
-	case "SCRAM-SHA-512":
-		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha512Mechanism()))
 	}
 	return opts, nil
 }
@@ -330,8 +266,8 @@ func (s *Source) Provision(_ context.Context, nc core.NodeContext) error {
 	if len(s.cfg.Registry.URLs) > 0 {
 		rc := s.cfg.Registry
 		httpClient := &http.Client{Timeout: rc.Timeout}
-		if rc.TLS.used() {
-			tc, err := rc.TLS.config()
+		if rc.TLS.Used() {
+			tc, err := rc.TLS.Config()
 			if err != nil {
 				return fmt.Errorf("registry: %w", err)
 			}
