@@ -97,8 +97,6 @@ sinks:
 			t.Fatal(err)
 		}
 	}
-	produceMsgs(msgs[:half])
-
 	group := topic + "-g"
 	type worker struct {
 		out  string
@@ -175,6 +173,27 @@ sinks:
 	for i := 0; i < 3; i++ {
 		startWorker(i)
 	}
+	// The first half goes out once all three share the partitions: before,
+	// one worker that joined late under load found nothing left to take.
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		described, err := adm.DescribeGroups(ctx, group)
+		g := described[group]
+		spread := err == nil && g.State == "Stable" && len(g.Members) == 3
+		for _, m := range g.Members {
+			c, ok := m.Assigned.AsConsumer()
+			spread = spread && ok && len(c.Topics) == 1 && len(c.Topics[0].Partitions) > 0
+		}
+		if spread {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the group never spread the partitions over 3 members: %+v (%v)", g, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the group's state
+	}
+	produceMsgs(msgs[:half])
 	waitFor("first half", order[:half])
 	// Each of the three has partitions (cooperative-sticky spreads 12
 	// over 3); the one killed had records of its own.
@@ -191,8 +210,7 @@ sinks:
 	waitFor("everything", order)
 
 	// Every offset committed, then the survivors stop cleanly.
-	adm := kadm.NewClient(cl)
-	deadline := time.Now().Add(time.Minute)
+	deadline = time.Now().Add(time.Minute)
 	for {
 		ends, err1 := adm.ListEndOffsets(ctx, topic)
 		com, err2 := adm.FetchOffsets(ctx, group)

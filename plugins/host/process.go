@@ -138,6 +138,10 @@ func start(ctx context.Context, sp *spec) (_ *proc, err error) {
 	}()
 	rpc, err := client.Client()
 	if err != nil {
+		// go-plugin may report the exit before its stderr reader wrote the
+		// last lines (the cookie complaint, 1 run in ~10 under load); Kill
+		// waits for that reader.
+		client.Kill()
 		return nil, &StartError{Path: sp.path, Reason: classify(err, stderr.tail()), Err: err}
 	}
 	if cmd.Process != nil {
