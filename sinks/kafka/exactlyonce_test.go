@@ -2,10 +2,8 @@ package kafka_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -19,28 +17,8 @@ import (
 	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/internal/crosscheck"
 	"github.com/fluxstream/fluxstream/internal/kafkatest"
-	"github.com/fluxstream/fluxstream/sinks/file"
 	"github.com/fluxstream/fluxstream/sinks/kafka"
-	"github.com/fluxstream/fluxstream/sources/flux"
-	ksource "github.com/fluxstream/fluxstream/sources/kafka"
-	"github.com/fluxstream/fluxstream/sources/replay"
-	"github.com/fluxstream/fluxstream/transforms/avro"
-	"github.com/fluxstream/fluxstream/transforms/route"
 )
-
-const eoTestdata = "../../testdata/flux"
-
-func eoRegistry() *core.Registry {
-	r := core.NewRegistry()
-	replay.Register(r)
-	flux.Register(r)
-	ksource.Register(r)
-	avro.Register(r)
-	route.Register(r)
-	kafka.Register(r)
-	file.Register(r)
-	return r
-}
 
 // Configs that cannot be exactly-once are refused at validate, each
 // error at its file position.
@@ -75,15 +53,15 @@ func TestExactlyOnceConfigErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := core.LoadConfig("test.yaml", []byte(tc.yaml), core.LoadOptions{Environ: []string{}})
 			if err == nil {
-				_, err = core.Build(cfg, eoRegistry())
+				_, err = core.Build(cfg, registry())
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("config:\n%s\nerror: %v\nwant: %s", tc.yaml, err, tc.want)
 			}
 		})
 	}
-	coretest.Build(t, eoRegistry(), flux+sink("flux", mem))
-	coretest.Build(t, eoRegistry(), flux+strings.Replace(sink("flux", mem), "flux.jobs", "'flux.{{cluster}}.jobs'", 1))
+	coretest.Build(t, registry(), flux+sink("flux", mem))
+	coretest.Build(t, registry(), flux+strings.Replace(sink("flux", mem), "flux.jobs", "'flux.{{cluster}}.jobs'", 1))
 }
 
 // readCommitted reads topic as a read_committed consumer (see
@@ -93,7 +71,7 @@ func readCommitted(t testing.TB, addrs []string, topic string) (map[string]int, 
 	recs := kafkatest.ReadCommitted(t, addrs, topic)
 	ids := map[string]int{}
 	for _, r := range recs {
-		ids[eoHeader(r, kafka.HeaderID)]++
+		ids[header(r, kafka.HeaderID)]++
 	}
 	return ids, recs
 }
@@ -117,21 +95,12 @@ func kcatCommitted(t testing.TB, addr, topic string) map[string]int {
 	return ids
 }
 
-func eoHeader(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
-
 // wantIDs runs the replay of journal into a file and returns its ids.
 func wantIDs(t testing.TB, journal string) map[string]bool {
 	t.Helper()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "want.jsonl")
-	g := coretest.Build(t, eoRegistry(), fmt.Sprintf(`
+	g := coretest.Build(t, registry(), fmt.Sprintf(`
 cluster: test
 sources:
   journal: {type: replay, path: %s, user_lookup: none}
@@ -141,17 +110,10 @@ sinks:
 	if err := core.NewPipeline(g, core.RunOptions{DataDir: dir, Logger: coretest.Quiet()}).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	recs, _ := fileRecords(t, out)
 	ids := map[string]bool{}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		var r struct{ ID string }
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatal(err)
-		}
-		ids[r.ID] = true
+	for id := range recs {
+		ids[id] = true
 	}
 	return ids
 }
@@ -187,11 +149,11 @@ func TestExactlyOnceReplay(t *testing.T) {
 	a := kafkatest.SharedApache(t)
 	topic := kafkatest.TopicName(t)
 	a.CreateTopic(t, topic, 3, nil)
-	journal := eoTestdata + "/journal-scenario-live-full.jsonl"
+	journal := testdata + "/journal-scenario-live-full.jsonl"
 	want := wantIDs(t, journal)
 
 	run := func() {
-		g := coretest.Build(t, eoRegistry(), eoConfig(a.Addrs(), topic, journal))
+		g := coretest.Build(t, registry(), eoConfig(a.Addrs(), topic, journal))
 		if err := core.NewPipeline(g, core.RunOptions{DataDir: t.TempDir(), Logger: coretest.Quiet()}).Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +161,7 @@ func TestExactlyOnceReplay(t *testing.T) {
 	run()
 	got, recs := readCommitted(t, a.Addrs(), topic)
 	checkOnce(t, got, want)
-	if ct := eoHeader(recs[0], kafka.HeaderContent); ct != "application/vnd.apache.avro+binary" {
+	if ct := header(recs[0], kafka.HeaderContent); ct != "application/vnd.apache.avro+binary" {
 		t.Fatalf("the values are not Avro single-object: content-type %q", ct)
 	}
 
@@ -266,10 +228,10 @@ func TestExactlyOnceBrokerRestart(t *testing.T) {
 	a := kafkatest.StartApache(t, kafkatest.ApacheOptions{})
 	topic := "flux.eo.jobs"
 	a.CreateTopic(t, topic, 3, nil)
-	journal := eoTestdata + "/journal-bulk2000-live.jsonl.gz"
+	journal := testdata + "/journal-bulk2000-live.jsonl.gz"
 	want := wantIDs(t, journal)
 
-	g := coretest.Build(t, eoRegistry(), eoConfig(a.Addrs(), topic, journal))
+	g := coretest.Build(t, registry(), eoConfig(a.Addrs(), topic, journal))
 	p := core.NewPipeline(g, core.RunOptions{DataDir: t.TempDir(), Logger: coretest.Quiet()})
 	done := make(chan error, 1)
 	go func() { done <- p.Run(context.Background()) }()
@@ -281,9 +243,9 @@ func TestExactlyOnceBrokerRestart(t *testing.T) {
 		}
 		return 0
 	}
-	eoPoll(t, "some records delivered", func() bool { return sinkOut() > 2000 })
+	poll(t, "some records delivered", func() bool { return sinkOut() > 2000 })
 	a.KillNode(0) // SIGKILL: transactions in flight are cut
-	eoPoll(t, "a failed write retried", func() bool {
+	poll(t, "a failed write retried", func() bool {
 		for _, s := range p.Stats() {
 			if s.Node == "kafka" && s.Retries > 0 {
 				return true
@@ -311,17 +273,6 @@ func TestExactlyOnceBrokerRestart(t *testing.T) {
 	t.Logf("%d records exactly once across a broker kill -9 mid-run (%d failed transactions retried)", len(want), retries)
 }
 
-func eoPoll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // BenchmarkKafkaExactlyOnce compares the sink with and without
 // exactly_once on real Kafka (the shared one-node cluster): the bulk
 // journal (22,001 records) replayed to JSON values, memory buffer for
@@ -329,7 +280,7 @@ func eoPoll(t *testing.T, what string, cond func() bool) {
 // (not the broker's).
 func BenchmarkKafkaExactlyOnce(b *testing.B) {
 	a := kafkatest.SharedApache(b)
-	journal := eoTestdata + "/journal-bulk2000-live.jsonl.gz"
+	journal := testdata + "/journal-bulk2000-live.jsonl.gz"
 	for _, mode := range []string{"plain", "exactly_once"} {
 		b.Run(mode, func(b *testing.B) {
 			var n int64
@@ -353,7 +304,7 @@ sinks:
     buffer: {type: memory, max_records: 5000}
     batch: {max_records: 1000}
 `, journal, strings.Join(a.Addrs(), ", "), topic, mode == "exactly_once", topic)
-				g := coretest.Build(b, eoRegistry(), cfg)
+				g := coretest.Build(b, registry(), cfg)
 				p := core.NewPipeline(g, core.RunOptions{DataDir: b.TempDir(), Logger: coretest.Quiet()})
 				c0 := cpuTime()
 				b.StartTimer()

@@ -26,8 +26,10 @@ import (
 	"github.com/fluxstream/fluxstream/sinks/kafka"
 	"github.com/fluxstream/fluxstream/sources/flux"
 	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
+	ksource "github.com/fluxstream/fluxstream/sources/kafka"
 	"github.com/fluxstream/fluxstream/sources/replay"
 	"github.com/fluxstream/fluxstream/transforms/avro"
+	"github.com/fluxstream/fluxstream/transforms/route"
 )
 
 const (
@@ -41,7 +43,9 @@ func registry() *core.Registry {
 	r := core.NewRegistry()
 	replay.Register(r)
 	flux.Register(r)
+	ksource.Register(r)
 	avro.Register(r)
+	route.Register(r)
 	kafka.Register(r)
 	file.Register(r)
 	return r
@@ -324,22 +328,14 @@ func findLog(t *testing.T, logs *logBuffer, msg string) map[string]any {
 	return nil
 }
 
+// prepare provisions a sink and prepares it: Prepare's error, or what it
+// logged.
 func prepare(t *testing.T, yaml string) error {
 	t.Helper()
-	nc, err := core.ParseNodeConfig(core.KindSink, "kafka", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := kafka.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
 	var logs bytes.Buffer
-	if err := s.(core.Provisioner).Provision(context.Background(), core.NodeContext{Logger: slog.New(slog.NewTextHandler(&logs, nil))}); err != nil {
-		return err
-	}
-	err = s.(core.Preparer).Prepare(context.Background())
+	s := newSink(t, yaml, slog.New(slog.NewTextHandler(&logs, nil)))
+	defer s.Close(context.Background()) // no client logs into logs after
+	err := s.Prepare(context.Background())
 	if err == nil && logs.Len() > 0 {
 		return fmt.Errorf("logged: %s", logs.String())
 	}
