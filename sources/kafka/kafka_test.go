@@ -95,7 +95,7 @@ sources:
 
 // consume runs kafka source -> file until the file holds n records (or
 // until done says so), then stops the pipeline cleanly.
-func consume(t *testing.T, a *kafkatest.Apache, topic, group, extra string, done func(got map[string]string) bool) (map[string]string, []string) {
+func consume(t *testing.T, a kafkatest.Peer, topic, group, extra string, done func(got map[string]string) bool) (map[string]string, []string) {
 	t.Helper()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "got.jsonl")
