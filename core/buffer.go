@@ -307,6 +307,17 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 	if err := b.keepPace(ctx, len(recs)); err != nil {
 		return err
 	}
+	// Records wait in memory until their fsync: bounded, so a disk slow
+	// to sync holds the source instead of filling the heap (a run at load
+	// 10 peaked at 362 MB where 120 MB is usual).
+	for len(b.unreleased) >= maxUnsynced(b.cfg) && !b.closed {
+		if err := condWait(ctx, b.cond); err != nil {
+			return err
+		}
+		if err := b.failure(); err != nil {
+			return err
+		}
+	}
 	if b.closed {
 		return errors.New("buffer closed")
 	}
@@ -377,6 +388,9 @@ const (
 	maxPatience = 5 * time.Second
 )
 
+// maxUnsynced bounds the records a disk buffer holds for their fsync.
+func maxUnsynced(cfg BufferConfig) int { return 2 * cfg.MaxRecords }
+
 // spoolBatchBufs holds the buffers Push encodes a batch's entries into;
 // one larger than maxPooledBatch (a batch of huge records) is not kept.
 var spoolBatchBufs = sync.Pool{New: func() any { return new([]byte) }}
@@ -408,6 +422,9 @@ func (b *diskBuffer) release(seq uint64) {
 	recs := b.unreleased[:n:n]
 	b.unreleased = b.unreleased[n:]
 	b.unreleasedFirst += uint64(n)
+	if n > 0 {
+		b.cond.Broadcast() // room under maxUnsynced
+	}
 	b.mu.Unlock()
 	for _, r := range recs {
 		r.Ack()

@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -119,5 +120,56 @@ func TestFailedFsyncReleasesNothing(t *testing.T) {
 	// there. Every acknowledged record must lie before the cut.
 	if got := durableEntries(t, fsys, dataDir); got < uint64(acked) {
 		t.Fatalf("failed fsync: %d records acknowledged, %d survived", acked, got)
+	}
+}
+
+// Records wait in memory for their fsync in a bounded number: an fsync
+// that hangs holds the source (backpressure) instead of letting unsynced
+// records fill the heap; once it returns, everything is delivered.
+// (Fails if the disk buffer does not bound what waits for its fsync.)
+func TestHungFsyncHoldsTheSource(t *testing.T) {
+	dataDir := t.TempDir()
+	fsys, err := faultfs.New(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, inst := mustBuild(t, `
+sources:
+  gen: {type: gen, count: 20000, batch: 100}
+sinks:
+  out:
+    type: mem
+    inputs: [gen]
+    buffer: {type: disk, max_records: 500, sync_interval: 2ms}
+`)
+	stall := make(chan struct{})
+	inst.sinks["out"].stall = stall // the sink takes nothing: only fsyncs release
+	hung := make(chan struct{})
+	fsys.BeforeSync("*.seg", func() { <-hung })
+	p := core.NewPipeline(g, core.RunOptions{DataDir: dataDir, Logger: quietLogger(), FS: fsys})
+	done := make(chan error, 1)
+	go func() { done <- p.Run(context.Background()) }()
+
+	spooled := func() int64 { return stats(t, p, "out").PendingRecords }
+	deadline := time.Now().Add(20 * time.Second)
+	for spooled() < 1000 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	// Bound: 2 x max_records, plus the batch that crossed it. Without
+	// it the source spools all 20,000 within milliseconds.
+	time.Sleep(200 * time.Millisecond)
+	if n := spooled(); n < 1000 || n > 1100 {
+		t.Fatalf("%d records spooled while their fsync hangs; want the source held at 1000-1100", n)
+	}
+	if a := inst.sources["gen"].Acked(); a != 0 {
+		t.Fatalf("%d acknowledged before any fsync returned", a)
+	}
+	close(hung)
+	close(stall)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := inst.sinks["out"].Got(); !slices.Equal(got, ids("rec-", 20000, nil)) {
+		t.Fatalf("delivered %d records", len(got))
 	}
 }
