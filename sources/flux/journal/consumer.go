@@ -410,7 +410,11 @@ func (c *Consumer) liveEvents(id uint64, resp jobstate.Response, where place) []
 		j = &job{id: id, tsubmit: submitTime(resp.Events), state: jobstate.New(id)}
 		c.jobs[id] = j
 	}
-	recs = append(recs, c.apply(j, resp, where)...)
+	if applied := c.apply(j, resp, where); recs == nil {
+		recs = applied // the usual case: no copy
+	} else {
+		recs = append(recs, applied...)
+	}
 	for _, ev := range resp.Events {
 		if ev.Name == "annotations" || ev.Name == "memo" {
 			j.fromBacklog = false // newer than what job-list will say, or the same
