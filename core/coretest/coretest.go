@@ -1,8 +1,10 @@
 // Package coretest has small helpers for tests of components: a sink that
-// keeps what it receives, a quiet logger, and DAG building from YAML.
+// keeps what it receives, a quiet logger, a log buffer safe to read while
+// it is written, and DAG building from YAML. Only tests import it.
 package coretest
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -43,6 +45,33 @@ func (c *Collector) Register(r *core.Registry) {
 	r.RegisterSink("collect", "keeps records, for tests", func(nc *core.NodeConfig) (core.Sink, error) {
 		return c, nc.Decode(&struct{}{})
 	})
+}
+
+// SyncBuffer is a bytes.Buffer behind a mutex: a log or a process's
+// stderr writes it while the test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Len is how many bytes were written so far.
+func (s *SyncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
 }
 
 // Quiet is a logger that drops everything.
