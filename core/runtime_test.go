@@ -14,11 +14,11 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/core/coretest"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -516,24 +516,6 @@ sinks:
 	}
 }
 
-// lockedBuffer is a log destination the test reads while the run writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A spool that passes 80% of max_bytes says so once, with its numbers,
 // and once more when it is back under 70%.
 func TestSpoolFillLogged(t *testing.T) {
@@ -548,7 +530,7 @@ sinks:
 `)
 	stall := make(chan struct{})
 	inst.sinks["slow"].stall = stall
-	var log lockedBuffer
+	var log coretest.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&log, nil))
 	done := make(chan error, 1)
 	go func() { done <- runPipeline(t, g, core.RunOptions{Logger: logger}) }()
