@@ -2,7 +2,6 @@ package host_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -264,29 +263,11 @@ func registry() *core.Registry {
 	return r
 }
 
-// logBuffer collects log lines for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // pipeline is one in-process run: a gen source into one plugin sink.
 type pipeline struct {
 	t       testing.TB
 	dir     string
-	log     *logBuffer
+	log     *coretest.SyncBuffer
 	graph   *core.Graph
 	p       *core.Pipeline
 	sink    *host.Sink
@@ -325,7 +306,7 @@ sources:
     batch: 100
 sinks:%s`, dir, count, sinks)
 	g := coretest.Build(t, registry(), yaml)
-	pl := &pipeline{t: t, dir: dir, log: &logBuffer{}, graph: g, done: make(chan error, 1)}
+	pl := &pipeline{t: t, dir: dir, log: &coretest.SyncBuffer{}, graph: g, done: make(chan error, 1)}
 	for _, n := range g.Sinks() {
 		if s, ok := n.Impl.(*host.Sink); ok && n.Name == "out" {
 			pl.sink = s

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/plugins/host"
 )
 
@@ -102,7 +103,7 @@ sinks:%s`, dir, sinkYAML(path, sha(t, path), h.URL(), ""))
 	}
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), "FXS_HOST_HELPER_CONFIG="+cfgPath)
-	var stderr logBuffer
+	var stderr coretest.SyncBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
