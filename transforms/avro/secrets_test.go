@@ -1,33 +1,15 @@
 package avro
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/internal/srtest"
 )
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // No registry password reaches a log line or an error: not in the URL
 // (http://user:secret@host), not from the password key, not when the
@@ -35,7 +17,7 @@ func (l *logBuffer) String() string {
 // them back.
 func TestNoSecretsInLogsOrErrors(t *testing.T) {
 	const urlSecret, keySecret = "url-S3cret", "key-S3cret"
-	var logs logBuffer
+	var logs coretest.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	check := func(what, text string) {
 		t.Helper()
