@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
 )
 
@@ -284,7 +285,7 @@ func TestRunURI(t *testing.T) {
 	home := t.TempDir()
 	cmd := fluxstreamCmd(t, t.TempDir(), "run", "--uri", b.URI(), "--format", "text")
 	cmd.Env = append(cmd.Env, "HOME="+home, "XDG_STATE_HOME=", "STATE_DIRECTORY=")
-	var out syncBuffer
+	var out coretest.SyncBuffer
 	cmd.Stdout = &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/internal/estest"
 	"github.com/fluxstream/fluxstream/sinks/elasticsearch"
 	"github.com/fluxstream/fluxstream/sources/replay"
@@ -97,14 +98,14 @@ func (h *bulkHold) RoundTrip(req *http.Request) (*http.Response, error) {
 // esProc is one fluxstream process of the test.
 type esProc struct {
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *coretest.SyncBuffer
 	done chan struct{} // closed when it exited
 }
 
 func startES(t *testing.T, dir, config string) *esProc {
 	t.Helper()
 	cmd := fluxstreamCmd(t, dir, "run", "-c", config)
-	p := &esProc{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &esProc{cmd: cmd, log: &coretest.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

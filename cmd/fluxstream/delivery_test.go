@@ -13,12 +13,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fluxstream/fluxstream/core"
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
 )
 
@@ -28,25 +28,7 @@ const testdata = "../../testdata/flux"
 type process struct {
 	t   *testing.T
 	cmd *exec.Cmd
-	log *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer the process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log *coretest.SyncBuffer
 }
 
 type deliveryRig struct {
@@ -90,7 +72,7 @@ sinks:
 func (r *deliveryRig) start() {
 	r.t.Helper()
 	cmd := fluxstreamCmd(r.t, r.dir, "run", "-c", r.config)
-	log := &syncBuffer{}
+	log := &coretest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fluxstream/fluxstream/core/coretest"
 )
 
 // A jobspec any user may submit (65536 slots of one core, 65536 tasks per
@@ -39,7 +41,7 @@ sinks:
 	// First run: the sink's directory is missing, so every write fails
 	// and the records wait in the spool.
 	p := fluxstreamCmd(t, dir, "run", "-c", cfg)
-	log := &syncBuffer{}
+	log := &coretest.SyncBuffer{}
 	p.Stdout, p.Stderr = log, log
 	if err := p.Start(); err != nil {
 		t.Fatal(err)

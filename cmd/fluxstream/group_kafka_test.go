@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/internal/kafkatest"
 )
 
@@ -123,7 +124,7 @@ sinks:
   out: {type: file, inputs: [kafka], path: %s}
 `, dir, i, strings.Join(a.Addrs(), ", "), topic, group, out))
 		cmd := fluxstreamCmd(t, dir, "run", "-c", cfg)
-		log := &syncBuffer{}
+		log := &coretest.SyncBuffer{}
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

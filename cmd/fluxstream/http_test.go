@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/internal/metrics"
 	"github.com/fluxstream/fluxstream/internal/metrics/metricstest"
 	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
@@ -122,7 +123,7 @@ sinks:
     retry: {initial_backoff: 10ms, max_backoff: 50ms}
 `, dir, b.URI(), good, blocker))
 	cmd := fluxstreamCmd(t, dir, "run", "-c", config)
-	log := &syncBuffer{}
+	log := &coretest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

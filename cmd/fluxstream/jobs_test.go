@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxstream/fluxstream/core/coretest"
 	"github.com/fluxstream/fluxstream/internal/jobsfmt"
 	"github.com/fluxstream/fluxstream/sinks/jobdb"
 )
@@ -305,7 +306,7 @@ sinks:
 	}
 	for _, at := range []int{300, 1200} {
 		cmd := fluxstreamCmd(t, dir, "run", "-c", cfg)
-		log := &syncBuffer{}
+		log := &coretest.SyncBuffer{}
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
