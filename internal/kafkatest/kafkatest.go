@@ -37,6 +37,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/fluxstream/fluxstream/core/coretest"
 )
 
 const pkgPath = "github.com/fluxstream/fluxstream/internal/kafkatest/cmd/kfakebroker"
@@ -116,7 +118,7 @@ type process struct {
 	stdin  io.WriteCloser
 	lines  chan []byte   // stdout, one JSON line each; closed at EOF
 	exited chan struct{} // closed once Wait returned
-	stderr *syncBuffer
+	stderr *coretest.SyncBuffer
 }
 
 // Start builds (once) and starts a cluster; t.Cleanup stops it.
@@ -178,7 +180,7 @@ func (c *Cluster) start(ports []int) {
 		cmd:    exec.Command(bin, args...),
 		lines:  make(chan []byte, 1),
 		exited: make(chan struct{}),
-		stderr: new(syncBuffer),
+		stderr: new(coretest.SyncBuffer),
 	}
 	p.cmd.Stderr = p.stderr
 	stdout, err := p.cmd.StdoutPipe()
@@ -511,28 +513,4 @@ func sweepOldBuilds() {
 			os.RemoveAll(dir)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the stderr copier and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Len()
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
