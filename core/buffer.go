@@ -304,8 +304,10 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 			return err
 		}
 	}
-	if err := b.keepPace(ctx, len(recs)); err != nil {
-		return err
+	if ctx.Value(keepsReadingKey{}) == nil {
+		if err := b.keepPace(ctx, len(recs)); err != nil {
+			return err
+		}
 	}
 	// Records wait in memory until their fsync: bounded, so a disk slow
 	// to sync holds the source instead of filling the heap (a run at load
@@ -376,6 +378,10 @@ func (b *diskBuffer) keepPace(ctx context.Context, n int) error {
 	}
 	return nil
 }
+
+// keepsReadingKey marks the context of records from a KeepsReading
+// source: keepPace does not hold it.
+type keepsReadingKey struct{}
 
 // patience is how long the source waits for a sink that took nothing
 // since: four of its last batch times, within [minPatience, maxPatience].

@@ -424,6 +424,9 @@ type emitter struct {
 const emitQueue = 4
 
 func newEmitter(ctx context.Context, p *Pipeline, n *Node) *emitter {
+	if kr, ok := n.Impl.(KeepsReading); ok && kr.KeepsReading() {
+		ctx = context.WithValue(ctx, keepsReadingKey{}, true)
+	}
 	e := &emitter{p: p, node: n, ch: make(chan []*Record, emitQueue), done: make(chan struct{})}
 	go func() {
 		defer close(e.done)

@@ -77,6 +77,15 @@ type SourceState struct {
 	Detail    string // why not connected (the last error), or what it is doing
 }
 
+// KeepsReading is implemented by sources whose peer must never wait for
+// fluxstream (flux: the broker would buffer what is not read). A disk
+// buffer then never holds them to keep pace with a slower sink (the sink
+// reads back from disk instead); only a full spool or a disk that does
+// not complete its fsyncs does.
+type KeepsReading interface {
+	KeepsReading() bool
+}
+
 // StateReporter is implemented by sources whose peer can be down (flux,
 // kafka): readiness checks ask them.
 type StateReporter interface {

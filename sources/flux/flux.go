@@ -538,6 +538,13 @@ func (s *Source) cancel(conn *connector.Conn, call *connector.Call) {
 
 var _ core.StateReporter = (*Source)(nil)
 
+// KeepsReading: the broker's socket is read at all times (a Flux broker
+// buffers what a client does not read); a slow sink reads back from its
+// spool instead of holding the source.
+func (s *Source) KeepsReading() bool { return true }
+
+var _ core.KeepsReading = (*Source)(nil)
+
 // SourceState says whether the source is connected (readiness checks).
 func (s *Source) SourceState() core.SourceState {
 	st := s.Status()
