@@ -2,11 +2,15 @@ package kafkatest
 
 import (
 	"context"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fluxstream/fluxstream/internal/crosscheck"
 )
 
 // ReadCommitted reads topic as a read_committed consumer, from the start
@@ -68,4 +72,26 @@ func ReadCommitted(t testing.TB, addrs []string, topic string) []*kgo.Record {
 		}
 	}
 	return recs
+}
+
+// KcatCommitted is ReadCommitted by an independent client, librdkafka
+// (kcat, read_committed): how often each value of header occurs in topic.
+// Without kcat the test skips, or fails in CI (crosscheck.Need).
+func KcatCommitted(t testing.TB, addr, topic, header string) map[string]int {
+	t.Helper()
+	crosscheck.Need(t, "kcat (Debian's kcat)", crosscheck.Command("kcat"))
+	out, err := exec.Command("kcat", "-C", "-b", addr, "-t", topic, "-e", "-q", "-X", "isolation.level=read_committed",
+		"-f", "%h\n").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out)
+	}
+	counts := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		for _, h := range strings.Split(l, ",") {
+			if v, ok := strings.CutPrefix(h, header+"="); ok {
+				counts[v]++
+			}
+		}
+	}
+	return counts
 }
