@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/core/coretest"
-	"github.com/fluxstream/fluxstream/internal/crosscheck"
 	"github.com/fluxstream/fluxstream/internal/kafkatest"
 	"github.com/fluxstream/fluxstream/sinks/kafka"
 )
@@ -74,25 +72,6 @@ func readCommitted(t testing.TB, addrs []string, topic string) (map[string]int, 
 		ids[header(r, kafka.HeaderID)]++
 	}
 	return ids, recs
-}
-
-// kcatCommitted counts record ids as librdkafka reads them read_committed.
-func kcatCommitted(t testing.TB, addr, topic string) map[string]int {
-	t.Helper()
-	out, err := exec.Command("kcat", "-C", "-b", addr, "-t", topic, "-e", "-q", "-X", "isolation.level=read_committed",
-		"-f", "%h\n").CombinedOutput()
-	if err != nil {
-		t.Fatalf("kcat: %v\n%s", err, out)
-	}
-	ids := map[string]int{}
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		for _, h := range strings.Split(l, ",") {
-			if id, ok := strings.CutPrefix(h, kafka.HeaderID+"="); ok {
-				ids[id]++
-			}
-		}
-	}
-	return ids
 }
 
 // wantIDs runs the replay of journal into a file and returns its ids.
@@ -190,8 +169,7 @@ func TestExactlyOnceReplay(t *testing.T) {
 		}
 	}
 	t.Logf("%d records exactly once, twice run (the second with no state.db)", len(want))
-	crosscheck.Need(t, "kcat (Debian's kcat)", crosscheck.Command("kcat"))
-	checkOnce(t, kcatCommitted(t, a.Addrs()[0], topic), want)
+	checkOnce(t, kafkatest.KcatCommitted(t, a.Addrs()[0], topic, kafka.HeaderID), want)
 }
 
 // checkOnce asserts got holds every id of want exactly once, and nothing
