@@ -3,13 +3,11 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/fluxstream/fluxstream/internal/crosscheck"
 	"github.com/fluxstream/fluxstream/internal/kafkatest"
 	"github.com/fluxstream/fluxstream/sinks/kafka"
 	"github.com/fluxstream/fluxstream/sources/flux/fluxtest"
@@ -22,25 +20,6 @@ func committedIDs(t *testing.T, addrs []string, topic string) map[string]int {
 	ids := map[string]int{}
 	for _, r := range kafkatest.ReadCommitted(t, addrs, topic) {
 		ids[recordHeader(r, kafka.HeaderID)]++
-	}
-	return ids
-}
-
-// kcatCommittedIDs is the same read by librdkafka (kcat), read_committed.
-func kcatCommittedIDs(t *testing.T, addr, topic string) map[string]int {
-	t.Helper()
-	out, err := exec.Command("kcat", "-C", "-b", addr, "-t", topic, "-e", "-q",
-		"-X", "isolation.level=read_committed", "-f", "%h\n").CombinedOutput()
-	if err != nil {
-		t.Fatalf("kcat: %v\n%s", err, out)
-	}
-	ids := map[string]int{}
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		for _, h := range strings.Split(l, ",") {
-			if id, ok := strings.CutPrefix(h, kafka.HeaderID+"="); ok {
-				ids[id]++
-			}
-		}
 	}
 	return ids
 }
@@ -132,8 +111,7 @@ func TestKill9ExactlyOnceKafka(t *testing.T) {
 	if r.kills != 20 {
 		t.Fatalf("%d kills, want 20", r.kills)
 	}
-	crosscheck.Need(t, "kcat (Debian's kcat)", crosscheck.Command("kcat"))
-	check("kcat", kcatCommittedIDs(t, a.Addrs()[0], topic))
+	check("kcat", kafkatest.KcatCommitted(t, a.Addrs()[0], topic, kafka.HeaderID))
 }
 
 // stepKill advances the instance to position k, one item every 2ms,
