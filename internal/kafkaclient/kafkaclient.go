@@ -6,10 +6,7 @@ package kafkaclient
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -19,10 +16,13 @@ import (
 
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/internal/logutil"
+	"github.com/fluxstream/fluxstream/internal/tlsconf"
 )
 
 // TLS is a tls: block: TLS to the brokers (or, in the source, to the
-// schema registry).
+// schema registry). It is tlsconf's block with enabled added, in flat
+// fields rather than an embedded tlsconf.Config: core's "did you mean"
+// hint for an unknown key lists only a struct's own fields.
 type TLS struct {
 	Enabled            bool   `yaml:"enabled"`
 	CAFile             string `yaml:"ca_file"`
@@ -36,30 +36,17 @@ type TLS struct {
 // certificate given.
 func (t TLS) Used() bool { return t.Enabled || t.CAFile != "" || t.CertFile != "" }
 
+// Shared is the block without enabled.
+func (t TLS) Shared() tlsconf.Config {
+	return tlsconf.Config{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+}
+
+// Check reports a cert_file without key_file, or the other way round.
+func (t TLS) Check() error { return t.Shared().Check() }
+
 // Config is the crypto/tls config of the block (TLS 1.2 at least). Errors
 // name the key.
-func (t TLS) Config() (*tls.Config, error) {
-	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificates in it", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
+func (t TLS) Config() (*tls.Config, error) { return t.Shared().ClientConfig() }
 
 // SASL is a sasl: block: authentication to the brokers.
 type SASL struct {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fluxstream/fluxstream/core"
 )
 
 func TestCheckBrokers(t *testing.T) {
@@ -58,7 +60,29 @@ func TestTLSErrors(t *testing.T) {
 			t.Errorf("%+v: %v, want %q...", tc.tls, err, tc.want)
 		}
 	}
+	if err := (TLS{Enabled: true, CertFile: notPEM}).Check(); err == nil || err.Error() != "tls: cert_file and key_file go together" {
+		t.Errorf("Check: %v", err)
+	}
 	if (TLS{ServerName: "kafka1"}).Used() || !(TLS{Enabled: true}).Used() || !(TLS{CAFile: notPEM}).Used() {
 		t.Error("Used")
+	}
+}
+
+// The keys of tls: are TLS's own fields, so that a misspelt one gets the
+// hint (it would not through an embedded, squashed tlsconf.Config).
+func TestTLSKeys(t *testing.T) {
+	nc, err := core.ParseNodeConfig("sink", "k", []byte("tls: {enabled: true, ca_fil: /ca.pem, server_name: kafka1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		TLS TLS `yaml:"tls"`
+	}
+	err = nc.Decode(&cfg)
+	if want := `k.yaml:1: sinks.k.tls.ca_fil: unknown key (did you mean "ca_file"?)`; err == nil || err.Error() != want {
+		t.Errorf("%v, want %s", err, want)
+	}
+	if !cfg.TLS.Enabled || cfg.TLS.ServerName != "kafka1" {
+		t.Errorf("decoded %+v", cfg.TLS)
 	}
 }
