@@ -10,6 +10,7 @@ import (
 
 	"github.com/fluxstream/fluxstream/core"
 	"github.com/fluxstream/fluxstream/internal/logutil"
+	"github.com/fluxstream/fluxstream/internal/tlsconf"
 )
 
 // Config is the sink's config (sample.yaml shows every key).
@@ -57,14 +58,7 @@ type Config struct {
 }
 
 // TLSConfig is TLS to the cluster (https:// addresses).
-type TLSConfig struct {
-	CAFile     string `yaml:"ca_file"`
-	CertFile   string `yaml:"cert_file"`
-	KeyFile    string `yaml:"key_file"`
-	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify turns certificate checks off; only when set.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-}
+type TLSConfig = tlsconf.Config
 
 // EventsConfig is the events index: one document per event.
 type EventsConfig struct {
@@ -199,8 +193,8 @@ func (c *Config) Validate() error {
 	if c.Username != "" && c.Password == "" && c.PasswordFile == "" {
 		errs = append(errs, core.Fieldf("password_file", "username %q needs a password (password_file, or password: ${file:...})", c.Username))
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		errs = append(errs, core.Fieldf("tls", "cert_file and key_file go together"))
+	if err := c.TLS.Check(); err != nil {
+		errs = append(errs, err)
 	}
 	if !c.eventsOn() && !c.jobsOn() {
 		errs = append(errs, core.Fieldf("", "events and jobs are both disabled: nothing to write"))

@@ -12,8 +12,6 @@ package elasticsearch
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -23,7 +21,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -111,24 +108,9 @@ func (c *Config) transport() (*elastictransport.Client, *http.Transport, error) 
 		}
 		urls = append(urls, u)
 	}
-	tc := &tls.Config{ServerName: c.TLS.ServerName, InsecureSkipVerify: c.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if c.TLS.CAFile != "" {
-		pem, err := os.ReadFile(c.TLS.CAFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("tls.ca_file %s: no PEM certificates in it", c.TLS.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if c.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := c.TLS.ClientConfig()
+	if err != nil {
+		return nil, nil, err
 	}
 	hc := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -147,7 +129,6 @@ func (c *Config) transport() (*elastictransport.Client, *http.Transport, error) 
 		CompressRequestBody: c.Compress,
 		UserAgent:           "fluxstream",
 	}
-	var err error
 	if c.Username != "" {
 		ec.Username = c.Username
 		if ec.Password, err = secret(c.Password, c.PasswordFile); err != nil {
