@@ -1,8 +1,8 @@
 package tlsconf
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
+	"crypto"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -69,16 +69,16 @@ func newPKI(t *testing.T) pki {
 
 // newCert makes a key and the DER certificate of it, signed by parent
 // (self-signed when parent is nil).
-func newCert(t *testing.T, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, []byte) {
+func newCert(t *testing.T, tmpl, parent *x509.Certificate, parentKey crypto.Signer) (ed25519.PrivateKey, []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if parent == nil {
 		parent, parentKey = tmpl, key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func writePEM(t *testing.T, path, blockType string, v any) {
 	switch v := v.(type) {
 	case []byte:
 		der = v
-	case *ecdsa.PrivateKey:
+	case ed25519.PrivateKey:
 		var err error
 		if der, err = x509.MarshalPKCS8PrivateKey(v); err != nil {
 			t.Fatal(err)
@@ -105,14 +105,14 @@ func writePEM(t *testing.T, path, blockType string, v any) {
 // A ca_file that is missing, not PEM, or PEM whose certificate does not
 // parse is refused, naming the key and the file.
 func TestCAFileErrors(t *testing.T) {
-	dir := t.TempDir()
+	keyOnly := newPKI(t).clientKey
+	dir := filepath.Dir(keyOnly)
+	badDER := filepath.Join(dir, "bad-der.pem")
+	writePEM(t, badDER, "CERTIFICATE", []byte("not DER"))
 	notPEM := filepath.Join(dir, "not.pem")
 	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	badDER := filepath.Join(dir, "bad-der.pem")
-	writePEM(t, badDER, "CERTIFICATE", []byte("not DER"))
-	keyOnly := newPKI(t).clientKey
 	for _, tc := range []struct {
 		file, want string
 	}{
