@@ -26,7 +26,7 @@ func TestKeepsReadingSourceIsNotHeld(t *testing.T) {
 		}
 		return readingSource{g}, nil
 	})
-	cfg, err := core.LoadConfig("test.yaml", []byte(`
+	g := buildWith(t, reg, `
 sources:
   gen: {type: reading, count: 20000, batch: 100}
 sinks:
@@ -36,14 +36,7 @@ sinks:
     delay: 20ms
     batch: {max_records: 200}
     buffer: {max_records: 1000}
-`), core.LoadOptions{Environ: []string{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := core.Build(cfg, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	p := core.NewPipeline(g, core.RunOptions{DataDir: t.TempDir(), Logger: quietLogger()})
 	if err := p.Run(context.Background()); err != nil {
 		t.Fatal(err)

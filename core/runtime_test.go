@@ -26,6 +26,12 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 func mustBuild(t *testing.T, yaml string) (*core.Graph, *instances) {
 	t.Helper()
 	reg, inst := testRegistry()
+	return buildWith(t, reg, yaml), inst
+}
+
+// buildWith loads yaml and builds its graph from the components of reg.
+func buildWith(t testing.TB, reg *core.Registry, yaml string) *core.Graph {
+	t.Helper()
 	cfg, err := core.LoadConfig("test.yaml", []byte(yaml), core.LoadOptions{Environ: []string{}})
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +40,7 @@ func mustBuild(t *testing.T, yaml string) (*core.Graph, *instances) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return g, inst
+	return g
 }
 
 func ids(prefix string, n int, skip func(int) bool) []string {

@@ -26,19 +26,12 @@ func BenchmarkPipelineMemory(b *testing.B) {
 	cpu0 := cpuTime()
 	for b.Loop() {
 		reg, _ := testRegistry()
-		cfg, err := core.LoadConfig("bench.yaml", []byte(fmt.Sprintf(`
+		g := buildWith(b, reg, fmt.Sprintf(`
 sources:
   gen: {type: gen, count: %d, batch: 100}
 sinks:
   out: {type: mem, inputs: [gen], buffer: {type: memory, max_records: 10000}, batch: {max_records: 100}}
-`, n)), core.LoadOptions{Environ: []string{}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		g, err := core.Build(cfg, reg)
-		if err != nil {
-			b.Fatal(err)
-		}
+`, n))
 		p := core.NewPipeline(g, core.RunOptions{DataDir: b.TempDir(), Logger: quietLogger()})
 		if err := p.Run(context.Background()); err != nil {
 			b.Fatal(err)
