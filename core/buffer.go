@@ -266,6 +266,7 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 	}
 	*bufp = buf
 	recs = kept
+	// Sliced only now: buf may have moved while it grew.
 	payloads := make([][]byte, len(ends))
 	start := 0
 	for i, end := range ends {
@@ -297,10 +298,7 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 			b.lastWarn = time.Now()
 			b.log.Warn("spool full: blocking the source until the sink catches up (when_full: block)", "max_bytes", b.cfg.MaxBytes.String())
 		}
-		if err := condWait(ctx, b.cond); err != nil {
-			return err
-		}
-		if err := b.failure(); err != nil {
+		if err := b.wait(ctx); err != nil {
 			return err
 		}
 	}
@@ -313,10 +311,7 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 	// to sync holds the source instead of filling the heap (a run at load
 	// 10 peaked at 362 MB where 120 MB is usual).
 	for len(b.unreleased) >= maxUnsynced(b.cfg) && !b.closed {
-		if err := condWait(ctx, b.cond); err != nil {
-			return err
-		}
-		if err := b.failure(); err != nil {
+		if err := b.wait(ctx); err != nil {
 			return err
 		}
 	}
@@ -377,6 +372,15 @@ func (b *diskBuffer) keepPace(ctx context.Context, n int) error {
 		}
 	}
 	return nil
+}
+
+// wait waits for a change of the buffer (b.mu held) and says why Push
+// must give up: ctx ended or the spool failed.
+func (b *diskBuffer) wait(ctx context.Context) error {
+	if err := condWait(ctx, b.cond); err != nil {
+		return err
+	}
+	return b.failure()
 }
 
 // keepsReadingKey marks the context of records from a KeepsReading

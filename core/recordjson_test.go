@@ -198,7 +198,7 @@ func TestSpoolEntryRoundTrip(t *testing.T) {
 	n := 0
 	fill(reflect.ValueOf(&r).Elem(), &n)
 	r.Encoded = &Encoded{Format: "avro-confluent", Value: []byte{0, 0, 0, 0, 7, 1, 2}, SchemaID: 7, Headers: map[string]string{"b": "2", "a": "1"}}
-	e, err := encodeSpoolEntry(&r, 16)
+	e, err := appendSpoolEntry(nil, &r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestSpoolEntryRecordInsideEncoded(t *testing.T) {
 	for _, frame := range [][]byte{{0, 0, 0, 0, 7}, {0xc3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8}} {
 		r.Encoded = &Encoded{Format: "avro-x", Value: append(slices.Clone(frame), body...), SchemaID: 7,
 			Headers: map[string]string{"a": "1"}, RecordAt: len(frame)}
-		e, err := encodeSpoolEntry(&r, 16)
+		e, err := appendSpoolEntry(nil, &r)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -67,10 +67,6 @@ func spoolWriterSchema(meta []byte) (avro.Schema, error) {
 	return s, nil
 }
 
-func encodeSpoolEntry(r *Record, sizeHint int) ([]byte, error) {
-	return appendSpoolEntry(make([]byte, 0, sizeHint), r)
-}
-
 // appendSpoolEntry appends r's spool entry to b.
 func appendSpoolEntry(b []byte, r *Record) ([]byte, error) {
 	e := r.Encoded

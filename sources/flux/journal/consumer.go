@@ -305,13 +305,6 @@ func (c *Consumer) Response(payload []byte, where string) []*core.Record {
 	return c.response(payload, place{name: where, n: c.responses})
 }
 
-// ResponseAt is Response for line line of file: the name is only built
-// if a message needs it.
-func (c *Consumer) ResponseAt(payload []byte, file string, line int) []*core.Record {
-	c.responses++
-	return c.response(payload, place{file: file, n: line})
-}
-
 // place names where a response came from, formatted only when a message
 // or an invalid record needs it (building it for every line cost ~6% of
 // a replay).
@@ -334,10 +327,11 @@ func (p place) String() string {
 // MarshalText makes slog print the place, not its fields.
 func (p place) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
-// ParsedAt is ResponseAt for a payload already parsed with
+// ParsedAt is Response for line line of file, already parsed with
 // jobstate.ParseResponse (resp, err): a reader can parse ahead on another
 // goroutine while the consumer, which is not safe for concurrent use,
-// applies responses in order.
+// applies responses in order. The place's name is only built if a
+// message needs it.
 func (c *Consumer) ParsedAt(payload []byte, resp jobstate.Response, err error, file string, line int) []*core.Record {
 	c.responses++
 	return c.parsed(payload, resp, err, place{file: file, n: line})
