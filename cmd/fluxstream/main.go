@@ -59,23 +59,32 @@ func main() {
 		earlySignals = make(chan os.Signal, 2)
 		signal.Notify(earlySignals, syscall.SIGINT, syscall.SIGTERM)
 	}
-	// FLUXSTREAM_CPUPROFILE=FILE writes a CPU profile of the whole run (go
-	// tool pprof): how bench/ finds where a whole process spends its time.
-	if path := os.Getenv("FLUXSTREAM_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "FLUXSTREAM_CPUPROFILE:", err)
-			os.Exit(exitConfig)
-		}
-		code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile := startCPUProfile()
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
+	os.Exit(code)
+}
+
+// startCPUProfile starts the CPU profile FLUXSTREAM_CPUPROFILE=FILE asks
+// for (go tool pprof; how bench/ finds where a whole process spends its
+// time) and returns what stops it.
+func startCPUProfile() (stop func()) {
+	path := os.Getenv("FLUXSTREAM_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FLUXSTREAM_CPUPROFILE:", err)
+		os.Exit(exitConfig)
+	}
+	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
-		os.Exit(code)
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // exitError carries an exit code through cobra.
