@@ -414,22 +414,7 @@ func readTopic(t testing.TB, client func(...kgo.Opt) *kgo.Client, topic string) 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	adm := kadm.NewClient(client())
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		t.Fatalf("kafkatest: end offsets of %s: %v", topic, err)
-	}
-	end := make(map[int32]int64)
-	start := make(map[int32]kgo.Offset)
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			end[o.Partition] = o.Offset
-			start[o.Partition] = kgo.NewOffset().AtStart()
-		}
-	})
+	end, start := endOffsets(ctx, t, kadm.NewClient(client()), topic)
 	if len(end) == 0 {
 		return nil
 	}
@@ -463,6 +448,29 @@ func readTopic(t testing.TB, client func(...kgo.Opt) *kgo.Client, topic string) 
 		return recs[i].Offset < recs[j].Offset
 	})
 	return recs
+}
+
+// endOffsets lists topic's end offsets: end holds those of the partitions
+// that have records, start an offset at the start of each of them, to
+// read them to their end.
+func endOffsets(ctx context.Context, t testing.TB, adm *kadm.Client, topic string) (end map[int32]int64, start map[int32]kgo.Offset) {
+	t.Helper()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("kafkatest: end offsets of %s: %v", topic, err)
+	}
+	end = make(map[int32]int64)
+	start = make(map[int32]kgo.Offset)
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			end[o.Partition] = o.Offset
+			start[o.Partition] = kgo.NewOffset().AtStart()
+		}
+	})
+	return end, start
 }
 
 // build holds the program, built once per test binary.

@@ -26,21 +26,7 @@ func ReadCommitted(t testing.TB, addrs []string, topic string) []*kgo.Record {
 		t.Fatal(err)
 	}
 	defer adm.Close()
-	ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		t.Fatalf("end offsets of %s: %v", topic, err)
-	}
-	end := map[int32]int64{}
-	start := map[int32]kgo.Offset{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			end[o.Partition] = o.Offset
-			start[o.Partition] = kgo.NewOffset().AtStart()
-		}
-	})
+	end, start := endOffsets(ctx, t, kadm.NewClient(adm), topic)
 	if len(end) == 0 {
 		return nil
 	}
