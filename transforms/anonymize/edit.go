@@ -143,18 +143,11 @@ func (e *editor) object(i int, st recpath.State, cur int, update bool) (int, err
 		} else {
 			kept++
 		}
-		j = recpath.SkipWS(src, ve)
-		if j >= len(src) {
-			return 0, syntaxAt(j)
+		var end int
+		if i, end, err = e.nextMember(ve, '}'); err != nil || end > 0 {
+			return end, err
 		}
-		switch src[j] {
-		case ',':
-			sep, i = ve, recpath.SkipWS(src, j+1)
-		case '}':
-			return j + 1, nil
-		default:
-			return 0, syntaxAt(j)
-		}
+		sep = ve
 	}
 }
 
@@ -186,19 +179,28 @@ func (e *editor) array(i int, st recpath.State, cur int) (int, error) {
 		} else {
 			kept++
 		}
-		j := recpath.SkipWS(src, ve)
-		if j >= len(src) {
-			return 0, syntaxAt(j)
+		var end int
+		if i, end, err = e.nextMember(ve, ']'); err != nil || end > 0 {
+			return end, err
 		}
-		switch src[j] {
-		case ',':
-			sep, i = ve, recpath.SkipWS(src, j+1)
-		case ']':
-			return j + 1, nil
-		default:
-			return 0, syntaxAt(j)
-		}
+		sep = ve
 	}
+}
+
+// nextMember reads what follows a member that ends at ve, in a container
+// that close ends: the start of the next member, or the end of the
+// container (end > 0).
+func (e *editor) nextMember(ve int, close byte) (next, end int, err error) {
+	j := recpath.SkipWS(e.src, ve)
+	switch {
+	case j >= len(e.src):
+		return 0, 0, syntaxAt(j)
+	case e.src[j] == ',':
+		return recpath.SkipWS(e.src, j+1), 0, nil
+	case e.src[j] == close:
+		return 0, j + 1, nil
+	}
+	return 0, 0, syntaxAt(j)
 }
 
 // member walks one member (or element) whose separator starts at sep,
