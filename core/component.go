@@ -46,6 +46,13 @@ type Sink interface {
 
 // Optional interfaces, in the style of Caddy's modules.
 
+// BatchSizer is implemented by sinks whose destination wants another batch
+// size than DefaultBatchRecords when batch.max_records is not set: a
+// database that commits once a batch pays less a record in larger ones.
+type BatchSizer interface {
+	DefaultBatchRecords() int
+}
+
 // Provisioner is implemented by components that need set-up with the node's
 // context (state directory, logger, name) before they run.
 type Provisioner interface {

@@ -107,8 +107,11 @@ type RetryConfig struct {
 
 // BatchConfig bounds what one Sink.Write receives.
 type BatchConfig struct {
-	MaxRecords int `yaml:"max_records"`
+	MaxRecords int `yaml:"max_records"` // 0: the sink's default
 }
+
+// DefaultBatchRecords is batch.max_records for a sink that does not say.
+const DefaultBatchRecords = 1000
 
 // Path is the node's dotted config path, e.g. "sinks.out".
 func (nc *NodeConfig) Path() string { return nc.path }
@@ -635,10 +638,7 @@ func (nc *NodeConfig) checkSinkRuntime() ConfigErrors {
 	if nc.Batch.MaxRecords < 0 {
 		errs = append(errs, nc.Errorf("batch.max_records", "must not be negative"))
 	}
-	if nc.Batch.MaxRecords == 0 {
-		nc.Batch.MaxRecords = 1000
-	}
-	return errs
+	return errs // batch.max_records 0: the sink's default (BatchSizer) or DefaultBatchRecords
 }
 
 func stringList(v any) ([]string, bool) {

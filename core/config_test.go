@@ -209,7 +209,7 @@ sinks:
 		t.Fatal("no source")
 	}
 	sink := g.Node("s")
-	if sink.Buffer.Type != "disk" || sink.Buffer.WhenFull != "block" || sink.Buffer.MaxBytes != 1<<30 || sink.Batch.MaxRecords != 1000 {
+	if sink.Buffer.Type != "disk" || sink.Buffer.WhenFull != "block" || sink.Buffer.MaxBytes != 1<<30 || sink.Batch.MaxRecords != 0 {
 		t.Errorf("sink defaults: %+v %+v", sink.Buffer, sink.Batch)
 	}
 	// The env override and the secret file reached the sink's own config.

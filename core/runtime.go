@@ -689,7 +689,7 @@ type sinkRunner struct {
 }
 
 func (s *sinkRunner) run(ctx context.Context) {
-	max := s.rt.node.Batch.MaxRecords
+	max := batchRecords(s.rt.node.Batch, s.sink)
 	for {
 		batch, t, err := s.buf.Next(ctx, max)
 		if err != nil {
@@ -712,6 +712,20 @@ func (s *sinkRunner) run(ctx context.Context) {
 		s.buf.Done(t)
 		s.noteDone(t)
 	}
+}
+
+// batchRecords is the most records one Write gets: the config's, else the
+// sink's own default, else DefaultBatchRecords.
+func batchRecords(cfg BatchConfig, sink Sink) int {
+	if cfg.MaxRecords > 0 {
+		return cfg.MaxRecords
+	}
+	if bs, ok := sink.(BatchSizer); ok {
+		if n := bs.DefaultBatchRecords(); n > 0 {
+			return n
+		}
+	}
+	return DefaultBatchRecords
 }
 
 func (s *sinkRunner) deliver(ctx context.Context, batch []*Record) bool {

@@ -579,3 +579,38 @@ sinks:
 		t.Fatalf("a sink that never started got %d records", len(got))
 	}
 }
+
+// A sink's own batch size (core.BatchSizer) applies when the config sets
+// none, and batch.max_records overrides it.
+func TestSinkDefaultBatchSize(t *testing.T) {
+	g, inst := mustBuild(t, `
+sources:
+  gen: {type: gen, count: 6000, batch: 100, wait: true}
+sinks:
+  own: {type: mem, inputs: [gen], batch_default: 2500}
+  runtime: {type: mem, inputs: [gen]}
+  configured: {type: mem, inputs: [gen], batch_default: 2500, batch: {max_records: 300}}
+`)
+	stall := make(chan struct{})
+	for _, s := range inst.sinks {
+		s.stall = stall
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := core.NewPipeline(g, core.RunOptions{DataDir: t.TempDir(), Logger: quietLogger()})
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	// Every record spooled before the sinks take more than their first
+	// batch, so each later batch is as large as the sink may take.
+	waitFor(t, 10*time.Second, func() bool { return inst.sources["gen"].Acked() == 6000 })
+	close(stall)
+	for name, want := range map[string]int{"own": 2500, "runtime": core.DefaultBatchRecords, "configured": 300} {
+		s := inst.sinks[name]
+		waitFor(t, 10*time.Second, func() bool { return len(s.Got()) == 6000 })
+		if got := s.LargestBatch(); got != want {
+			t.Errorf("%s: largest batch %d records, want %d", name, got, want)
+		}
+	}
+	cancel()
+	<-done
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -129,12 +130,15 @@ type memSink struct {
 	ProvisionWaits bool `yaml:"provision_waits"`
 	// Delay makes every Write take this long (a sink slower than its
 	// source, but alive).
-	Delay        time.Duration `yaml:"delay"`
+	Delay time.Duration `yaml:"delay"`
+	// BatchDefault is the sink's own batch size (core.BatchSizer).
+	BatchDefault int `yaml:"batch_default"`
 	provisioning chan struct{}
 	tried        map[string]bool
 
 	mu      sync.Mutex
 	got     []string
+	sizes   []int // of every batch Write got
 	writes  int
 	stall   chan struct{} // when non-nil, Write waits for it to close
 	closed  bool
@@ -166,6 +170,7 @@ func (s *memSink) Write(ctx context.Context, batch []*core.Record) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sizes = append(s.sizes, len(batch))
 	s.writes++
 	if s.writes <= s.FailFirst {
 		return fmt.Errorf("destination unavailable (attempt %d)", s.writes)
@@ -196,6 +201,15 @@ func (s *memSink) Write(ctx context.Context, batch []*core.Record) error {
 		}
 	}
 	return be.ErrOrNil()
+}
+
+func (s *memSink) DefaultBatchRecords() int { return s.BatchDefault }
+
+// LargestBatch is the most records one Write got.
+func (s *memSink) LargestBatch() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Max(append([]int{0}, s.sizes...))
 }
 
 func (s *memSink) Close(context.Context) error {
