@@ -1,7 +1,7 @@
 // Command jobdb-bench measures the jobdb sink and the `fluxstream jobs`
 // queries on a generated archive: N jobs with unique ids (default 1M),
 // written through the sink's batch path (jobdb.DB.Apply, what Sink.Write
-// calls) in batches of the runtime's default size, then the queries of
+// calls) in batches of the sink's default size, then the queries of
 // `fluxstream jobs`, formatted as the command formats them.
 //
 //	go run ./bench/jobdb -jobs 1000000 -dir /tmp/jobdb-bench
@@ -33,7 +33,7 @@ import (
 var (
 	njobs    = flag.Int("jobs", 1_000_000, "jobs to archive")
 	perJob   = flag.Int("records", 1, "records per job: 1 (each job's final record, as a backlog ends) or 4 (submit, alloc, finish, clean, interleaved as a live stream)")
-	batch    = flag.Int("batch", 1000, "records per Write (the runtime's default batch.max_records)")
+	batch    = flag.Int("batch", jobdb.DefaultBatch, "records per Write (default: what the sink asks the runtime for when batch.max_records is not set)")
 	dir      = flag.String("dir", "", "directory of the database (default: a temporary one, removed)")
 	sync     = flag.String("synchronous", "full", "full or normal")
 	nodes    = flag.Int("nodes", 1000, "cluster nodes")

@@ -78,7 +78,20 @@ var (
 	_ core.Provisioner = (*Sink)(nil)
 	_ core.Validator   = (*Config)(nil)
 	_ core.DryRunner   = (*Sink)(nil)
+	_ core.BatchSizer  = (*Sink)(nil)
 )
+
+// DefaultBatch is the most records a Write gets when the config does not
+// set batch.max_records. A batch is one transaction: its commit (the WAL
+// frames of ~200 user-index leaves, the checkpoints, the fsync) and the
+// in-memory merge of one job's records are shared by more jobs the larger
+// it is. A disk buffer keeps buffer.max_records (10000) records in memory
+// and a memory buffer holds no more: a batch of half that leaves room for
+// the next one to fill while this one is written.
+const DefaultBatch = 5000
+
+// DefaultBatchRecords is the batch size the sink asks the runtime for.
+func (s *Sink) DefaultBatchRecords() int { return DefaultBatch }
 
 // New decodes the node's config.
 func New(nc *core.NodeConfig) (core.Sink, error) {
