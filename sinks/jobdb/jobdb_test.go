@@ -200,7 +200,7 @@ func collect(t testing.TB, include string, journals ...string) []*core.Record {
 func dump(t testing.TB, db *jobdb.DB) string {
 	t.Helper()
 	rs, err := db.SQL().Query(`SELECT id, t_submit, state, result, ev_time, ev_name, snapshot, coalesce(jobspec,''), coalesce(R,''), coalesce(eventlog,''), coalesce(purged,0), coalesce(purge_reason,''),
-		(SELECT group_concat(host || '/' || n.state || '/' || n.result || '/' || n.t_inactive || '/' || n.userid, ' ') FROM job_nodes n WHERE n.job = j.pk)
+		(SELECT group_concat(host, ' ') FROM job_nodes n WHERE n.job = j.pk)
 		FROM jobs j LEFT JOIN job_data d ON d.pk = j.pk ORDER BY id, t_submit`)
 	if err != nil {
 		t.Fatal(err)

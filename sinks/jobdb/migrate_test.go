@@ -154,6 +154,94 @@ func TestMigrateFrom2(t *testing.T) {
 	}
 }
 
+// A file of schema 3 keeps its node rows without their copies of the
+// job's columns; node queries read them from the job's row, also after a
+// change of state that no longer touches the node rows.
+func TestMigrateFrom3(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	old, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{migrations[0], migrations[1], migrations[2], "PRAGMA user_version = 3",
+		`INSERT INTO jobs (pk, id, t_submit, jobid, userid, username, state, result, nodelist, t_run, t_inactive, ev_time, ev_name, snapshot) VALUES
+			(1, 7, 100, 'fX', 42, 'alice', 'INACTIVE', 'FAILED', 'n[1-2]', 101, 150, 150, 'clean', '{"id":7,"jobid":"fX","userid":42,"state":"INACTIVE","result":"FAILED","nodelist":"n[1-2]","t_submit":100,"t_run":101,"t_inactive":150}'),
+			(2, 8, 200, 'fY', 43, 'bob', 'RUN', '', 'n2', 201, 0, 201, 'alloc', '{"id":8,"jobid":"fY","userid":43,"state":"RUN","nodelist":"n2","t_submit":200,"t_run":201}'),
+			(1025, 9, 300, 'fZ', 42, 'alice', 'INACTIVE', 'COMPLETED', 'n1', 301, 350, 350, 'clean', '{"id":9,"jobid":"fZ","userid":42,"state":"INACTIVE","result":"COMPLETED","nodelist":"n1","t_submit":300,"t_run":301,"t_inactive":350}')`,
+		`INSERT INTO job_nodes VALUES (0, 'n1', 1, 7, 42, 'INACTIVE', 'FAILED', NULL, 100, 101, 150), (0, 'n2', 1, 7, 42, 'INACTIVE', 'FAILED', NULL, 100, 101, 150),
+			(0, 'n2', 2, 8, 43, 'RUN', '', NULL, 200, 201, 0), (1, 'n1', 1025, 9, 42, 'INACTIVE', 'COMPLETED', NULL, 300, 301, 350)`,
+	} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatalf("%.60s: %v", q, err)
+		}
+	}
+	old.Close()
+	db, err := Open(ctx, path, Options{Synchronous: "normal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if v, _ := db.Version(ctx); v != SchemaVersion {
+		t.Fatalf("version %d after the migration", v)
+	}
+	var cols []string
+	rs, err := db.SQL().Query("SELECT name FROM pragma_table_info('job_nodes') ORDER BY cid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rs.Next() {
+		var c string
+		rs.Scan(&c)
+		cols = append(cols, c)
+	}
+	rs.Close()
+	var nrows int
+	db.SQL().QueryRow("SELECT count(*) FROM job_nodes").Scan(&nrows)
+	if got := strings.Join(cols, ","); got != "blk,host,job" || nrows != 4 {
+		t.Fatalf("job_nodes after the migration: columns %s, %d rows (want blk,host,job and 4)", got, nrows)
+	}
+	nodeJobs := func(f Filter) string {
+		t.Helper()
+		jobs, _, err := db.Query(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, j := range jobs {
+			ids = append(ids, j.JobID+"/"+j.State)
+		}
+		return strings.Join(ids, " ")
+	}
+	all := StateActive | StateInactive
+	for _, c := range []struct {
+		f    Filter
+		want string
+	}{
+		{Filter{Node: "n1", States: all}, "fZ/INACTIVE fX/INACTIVE"},
+		{Filter{Node: "n2", States: all}, "fY/RUN fX/INACTIVE"},
+		{Filter{Node: "n2", States: StateRunning}, "fY/RUN"},
+		{Filter{Node: "n1", Results: ResultFailed}, "fX/INACTIVE"},
+	} {
+		if got := nodeJobs(c.f); got != c.want {
+			t.Errorf("%+v after the migration: %q, want %q", c.f, got, c.want)
+		}
+	}
+	// Job 8 ends on the same node: its node row stays as it is, the
+	// queries follow its row.
+	end := &core.Record{Kind: core.KindEvent, ID: "8:clean:400", Event: &core.Event{Timestamp: 400, Name: "clean"},
+		Job: &core.Job{ID: 8, JobID: "fY", UserID: 43, State: "INACTIVE", Result: "FAILED", Nodelist: "n2", TSubmit: 200, TRun: 201, TInactive: 400}}
+	if err := db.Apply(ctx, []*core.Record{end}); err != nil {
+		t.Fatal(err)
+	}
+	if got := nodeJobs(Filter{Node: "n2", States: StateRunning}); got != "" {
+		t.Errorf("running on n2 after job 8 ended: %q", got)
+	}
+	if got := nodeJobs(Filter{Node: "n2", Results: ResultFailed}); got != "fY/INACTIVE fX/INACTIVE" {
+		t.Errorf("failed on n2 after job 8 ended: %q", got)
+	}
+}
+
 // The unsuccessful result filters go through the partial index: the
 // query repeats its condition as SQLite needs to see it.
 func TestResultFilterUsesPartialIndex(t *testing.T) {

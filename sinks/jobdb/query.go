@@ -215,7 +215,7 @@ func (d *DB) Query(ctx context.Context, f Filter) ([]Job, bool, error) {
 		}
 		var q string
 		if f.Node != "" {
-			q, args = nodeQuery(f, g.states, g.order, where, args, limit, len(out))
+			q, args = nodeQuery(f, g.order, where, args, limit, len(out))
 		} else {
 			q = "SELECT " + listCols + " FROM jobs j WHERE " + strings.Join(where, " AND ") + " ORDER BY " + g.order
 			if limit >= 0 {
@@ -239,45 +239,16 @@ func (d *DB) Query(ctx context.Context, f Filter) ([]Job, bool, error) {
 	return out, truncated, nil
 }
 
-// nodeQuery selects along the node table, which carries the columns
-// the state, result, user and time filters and the sort need: the jobs
-// table is read only for the rows listed (and for queue and name
-// filters). The blocks of the node table (pk >> blockShift) are walked
-// one by one, each a short range of (blk, host).
-func nodeQuery(f Filter, states int, order string, where []string, args []any, limit, have int) (string, []any) {
-	var inner, outer []string
-	var innerArgs, outerArgs []any
-	k := 0
-	for _, w := range where {
-		// where and args were built together: count each clause's
-		// placeholders to split them.
-		n := strings.Count(w, "?")
-		cl, a := w, args[k:k+n]
-		k += n
-		if strings.Contains(cl, "j.queue") || strings.Contains(cl, "j.name") {
-			outer = append(outer, cl)
-			outerArgs = append(outerArgs, a...)
-			continue
-		}
-		inner = append(inner, strings.ReplaceAll(cl, "j.", "n."))
-		innerArgs = append(innerArgs, a...)
-	}
-	innerOrder := strings.ReplaceAll(order, "j.", "n.")
-	sub := `WITH RECURSIVE b(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM b WHERE x < (SELECT coalesce(max(pk), 0) >> ` + fmt.Sprint(blockShift) + ` FROM jobs))
-		SELECT n.job FROM b CROSS JOIN job_nodes n WHERE n.blk = b.x AND n.host = ?`
-	qargs := append([]any{f.Node}, innerArgs...)
-	if len(inner) > 0 {
-		sub += " AND " + strings.Join(inner, " AND ")
-	}
-	sub += " ORDER BY " + innerOrder
-	if limit >= 0 && len(outer) == 0 {
-		sub += " LIMIT ?"
-		qargs = append(qargs, limit-have)
-	}
-	q := "SELECT " + listCols + " FROM (" + sub + ") s CROSS JOIN jobs j ON j.pk = s.job"
-	if len(outer) > 0 {
-		q += " WHERE " + strings.Join(outer, " AND ")
-		qargs = append(qargs, outerArgs...)
+// nodeQuery selects the jobs of the node table's rows for the host: the
+// blocks of the node table (pk >> blockShift) are walked one by one, each
+// a short range of (blk, host), and each job's row is read for the
+// filters and the sort.
+func nodeQuery(f Filter, order string, where []string, args []any, limit, have int) (string, []any) {
+	q := `WITH RECURSIVE b(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM b WHERE x < (SELECT coalesce(max(pk), 0) >> ` + fmt.Sprint(blockShift) + ` FROM jobs))
+		SELECT ` + listCols + ` FROM b CROSS JOIN job_nodes n CROSS JOIN jobs j ON j.pk = n.job WHERE n.blk = b.x AND n.host = ?`
+	qargs := append([]any{f.Node}, args...)
+	if len(where) > 0 {
+		q += " AND " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY " + order
 	if limit >= 0 {

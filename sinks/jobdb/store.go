@@ -16,7 +16,7 @@ import (
 // SchemaVersion is the schema this code writes (PRAGMA user_version).
 // A database of an older version is migrated on open; a newer one is
 // refused, so an old binary never writes a layout it does not know.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // migrations[i] takes the schema from version i to i+1, in one
 // transaction with the version bump.
@@ -126,6 +126,21 @@ CREATE INDEX jobs_active ON jobs(state, t_run) WHERE state != 'INACTIVE';
 	`
 DROP INDEX jobs_result;
 CREATE INDEX jobs_unsuccessful ON jobs(result, t_inactive, id) WHERE ` + unsuccessful + `;
+`,
+	// 3 -> 4: node rows are the host and the job only. Their copies of
+	// the job's columns made every change of state a rewrite of the
+	// job's node rows; a node query reads the job's row instead (a few
+	// thousand rows a host at 1M jobs).
+	`
+CREATE TABLE nodes (
+	blk  INTEGER NOT NULL,                    -- job >> 10
+	host TEXT    NOT NULL,
+	job  INTEGER NOT NULL,                    -- jobs.pk
+	PRIMARY KEY (blk, host, job)
+) WITHOUT ROWID;
+INSERT INTO nodes SELECT blk, host, job FROM job_nodes;
+DROP TABLE job_nodes;
+ALTER TABLE nodes RENAME TO job_nodes;
 `,
 }
 

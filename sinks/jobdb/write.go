@@ -36,21 +36,9 @@ type stored struct {
 	hasSpec, hasR, purged bool
 	hasEvlog              bool
 	evlog                 string
-	nodeVals              nodeVals
 	nodelist              string
 	username              string
 	existsData            bool
-}
-
-// nodeVals are the job's columns the node table carries.
-type nodeVals struct {
-	id         uint64
-	userid     uint32
-	state      string
-	result     string
-	priority   sql.NullInt64
-	tsubmit    float64
-	trun, tina float64
 }
 
 // pending is what one batch changes of one job, merged over its records.
@@ -128,13 +116,11 @@ func newWriteState() *writeState {
 				", purged = coalesce(purged, excluded.purged)"},
 		data: multi{head: "INSERT INTO job_data (pk, jobspec, R, eventlog) VALUES ", cols: 4,
 			tail: " ON CONFLICT (pk) DO UPDATE SET jobspec = coalesce(excluded.jobspec, jobspec), R = coalesce(excluded.R, R), eventlog = coalesce(excluded.eventlog, eventlog)"},
-		// Node rows copy the job's columns from its row, written just
-		// before in the same transaction: two parameters a job (its pk
-		// and its hosts as a JSON array), not eleven a host.
-		nodes: multi{head: "INSERT OR REPLACE INTO job_nodes (blk, host, job, id, userid, state, result, priority, t_submit, t_run, t_inactive) " +
-			"SELECT j.pk >> " + strconv.Itoa(blockShift) + ", h.value, j.pk, j.id, j.userid, j.state, j.result, j.priority, j.t_submit, j.t_run, j.t_inactive " +
-			"FROM (VALUES ", cols: 2,
-			tail: ") v CROSS JOIN jobs j ON j.pk = v.column1 CROSS JOIN json_each(v.column2) h"},
+		// Node rows: two parameters a job (its pk and its hosts as a
+		// JSON array), not two a host.
+		nodes: multi{head: "INSERT OR IGNORE INTO job_nodes (blk, host, job) " +
+			"SELECT v.column1 >> " + strconv.Itoa(blockShift) + ", h.value, v.column1 FROM (VALUES ", cols: 2,
+			tail: ") v CROSS JOIN json_each(v.column2) h"},
 		sel: map[int]*sql.Stmt{}, purgeSel: map[int]*sql.Stmt{}, users: map[string]bool{},
 		markPurge: "UPDATE jobs SET purge_reason = CASE WHEN purged IS NULL THEN ? ELSE purge_reason END, purged = coalesce(purged, ?) WHERE pk = ?",
 		nodeDel:   "DELETE FROM job_nodes WHERE blk = ? AND host = ? AND job = ?",
@@ -193,7 +179,6 @@ const maxIDs = 256
 func chunk(rows, max int) int { return min(max, 1<<(bits.Len(uint(rows))-1)) }
 
 const selQuery = `SELECT j.pk, j.id, j.t_submit, j.ev_time, j.purged IS NOT NULL, j.username, j.nodelist,
-	j.userid, j.state, j.result, j.priority, j.t_run, j.t_inactive,
 	d.pk IS NOT NULL, d.jobspec IS NOT NULL, d.R IS NOT NULL, coalesce(d.eventlog, '')
 	FROM jobs j LEFT JOIN job_data d ON d.pk = j.pk WHERE j.id IN `
 
@@ -339,15 +324,12 @@ func (b *batchWriter) load(ctx context.Context, batch []*core.Record) error {
 			p := &pending{exists: true}
 			var id int64
 			st := &p.st
-			nv := &st.nodeVals
-			var uid int64
 			if err := rows.Scan(&p.pk, &id, &p.tsubmit, &st.evTime, &st.purged, &st.username, &st.nodelist,
-				&uid, &nv.state, &nv.result, &nv.priority, &nv.trun, &nv.tina,
 				&st.existsData, &st.hasSpec, &st.hasR, &st.evlog); err != nil {
 				rows.Close()
 				return err
 			}
-			p.id, nv.id, nv.userid, nv.tsubmit = uint64(id), uint64(id), uint32(uid), p.tsubmit
+			p.id = uint64(id)
 			p.evTime, p.hasSpec, p.hasR, st.hasEvlog = st.evTime, st.hasSpec, st.hasR, st.evlog != ""
 			b.ids[p.id] = append(b.ids[p.id], p)
 		}
@@ -497,14 +479,6 @@ func rawOrNil(b json.RawMessage) any {
 	return unsafe.String(&b[0], len(b))
 }
 
-func valsOf(j *core.Job) nodeVals {
-	v := nodeVals{id: j.ID, userid: j.UserID, state: j.State, result: j.Result, tsubmit: j.TSubmit, trun: j.TRun, tina: j.TInactive}
-	if j.Priority != nil {
-		v.priority = sql.NullInt64{Int64: *j.Priority, Valid: true}
-	}
-	return v
-}
-
 func (b *batchWriter) store(ctx context.Context) error {
 	ws := b.ws
 	var next int64
@@ -600,7 +574,7 @@ func (b *batchWriter) store(ctx context.Context) error {
 					return err
 				}
 			}
-			if v := valsOf(j); !p.exists || j.Nodelist != p.st.nodelist || v != p.st.nodeVals {
+			if !p.exists || j.Nodelist != p.st.nodelist {
 				var err error
 				if nodeArgs, err = b.nodes(ctx, nodeArgs, p); err != nil {
 					return err
