@@ -46,6 +46,24 @@ type Sink interface {
 
 // Optional interfaces, in the style of Caddy's modules.
 
+// Pipeliner is implemented by sinks that can have several batches on their
+// way at once. Without it a sink delivers one batch per round trip to its
+// destination; with it the runtime hands over the next batches while the
+// destination still acknowledges earlier ones, and completes them in order.
+type Pipeliner interface {
+	// PipelineDepth is how many batches may be on their way at once; below
+	// 2 the runtime calls Write only.
+	PipelineDepth() int
+	// Send hands the batch over without waiting for the destination's
+	// acknowledgement and returns the wait for it, which reports what
+	// Write would have returned. ok is false when the sink cannot take the
+	// batch without blocking (its own queue is full): the runtime then
+	// waits for everything sent before and delivers the batch with Write.
+	// Send is called in batch order and never at the same time as another
+	// Send or a Write; the waits are called in the order of their Sends.
+	Send(ctx context.Context, batch []*Record) (wait func(context.Context) error, ok bool)
+}
+
 // BatchSizer is implemented by sinks whose destination wants another batch
 // size than DefaultBatchRecords when batch.max_records is not set: a
 // database that commits once a batch pays less a record in larger ones.

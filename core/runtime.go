@@ -686,32 +686,139 @@ type sinkRunner struct {
 	// for the oldest-undelivered age (stats.go)
 	ages               ageMarks
 	memPushed, memDone atomic.Uint64
+	pipelined          bool // InFlight counts every batch on its way (runPipelined)
 }
 
 func (s *sinkRunner) run(ctx context.Context) {
 	max := batchRecords(s.rt.node.Batch, s.sink)
+	if pl, ok := s.sink.(Pipeliner); ok && pl.PipelineDepth() > 1 {
+		s.runPipelined(ctx, pl, max)
+		return
+	}
 	for {
-		batch, t, err := s.buf.Next(ctx, max)
-		if err != nil {
-			if err != io.EOF && ctx.Err() == nil {
-				s.rt.warnf("reading the buffer failed; retrying", "error", err)
-				s.rt.stats.Errors.Add(1)
-				sleepCtx(ctx, time.Second)
-				continue
-			}
+		batch, t, ok := s.next(ctx, max)
+		if !ok {
 			return
 		}
-		if len(batch) == 0 { // every entry read was dead-lettered
-			s.buf.Done(t)
-			s.noteDone(t)
-			continue
-		}
-		if !s.deliver(ctx, batch) {
+		if len(batch) > 0 && !s.deliver(ctx, batch, nil) {
 			return // shutdown timeout: the batch stays undelivered
 		}
 		s.buf.Done(t)
 		s.noteDone(t)
 	}
+}
+
+// next takes the next batch from the buffer (empty when every entry read
+// was dead-lettered); false at the end of the input or of ctx.
+func (s *sinkRunner) next(ctx context.Context, max int) ([]*Record, ticket, bool) {
+	for {
+		batch, t, err := s.buf.Next(ctx, max)
+		if err == nil {
+			return batch, t, true
+		}
+		if err == io.EOF || ctx.Err() != nil {
+			return nil, ticket{}, false
+		}
+		s.rt.warnf("reading the buffer failed; retrying", "error", err)
+		s.rt.stats.Errors.Add(1)
+		sleepCtx(ctx, time.Second)
+	}
+}
+
+// sent is a batch on its way to a Pipeliner.
+type sent struct {
+	batch []*Record
+	t     ticket
+	at    time.Time
+	wait  func(context.Context) error // nil: delivered with Write
+	done  chan struct{}               // Write only: closed once delivered
+}
+
+// runPipelined feeds a Pipeliner: this goroutine takes batches and sends
+// them, up to the sink's depth ahead; another waits for them in order,
+// retries failures as run does and releases them from the buffer. A
+// retry holds back further sends, so records retried are not overtaken
+// by many more; and a batch the sink cannot take without blocking goes
+// with Write once everything sent before it is done.
+func (s *sinkRunner) runPipelined(ctx context.Context, pl Pipeliner, max int) {
+	s.pipelined = true
+	depth := pl.PipelineDepth()
+	slots := make(chan struct{}, depth)
+	queue := make(chan *sent, depth)
+	var sendMu sync.Mutex // a Send or a Write, never both
+	completed := make(chan struct{})
+	go func() {
+		defer close(completed)
+		for it := range queue {
+			if !s.finish(ctx, it, &sendMu) {
+				return // shutdown timeout: this batch and the rest stay undelivered
+			}
+			s.buf.Done(it.t)
+			s.noteDone(it.t)
+			<-slots
+		}
+	}()
+	defer func() {
+		close(queue)
+		<-completed
+	}()
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		batch, t, ok := s.next(ctx, max)
+		if !ok {
+			return
+		}
+		it := &sent{batch: batch, t: t, at: time.Now()}
+		if len(batch) > 0 {
+			sendMu.Lock()
+			it.wait, ok = pl.Send(ctx, batch)
+			sendMu.Unlock()
+			if ok {
+				s.rt.stats.InFlight.Add(int64(len(batch)))
+			} else {
+				it.wait, it.done = nil, make(chan struct{})
+			}
+		}
+		queue <- it // never blocks: a slot is held
+		if it.done != nil {
+			select {
+			case <-it.done:
+			case <-completed:
+				return
+			}
+		}
+	}
+}
+
+// finish completes one batch of runPipelined; false at the shutdown
+// timeout.
+func (s *sinkRunner) finish(ctx context.Context, it *sent, sendMu *sync.Mutex) bool {
+	n := len(it.batch)
+	switch {
+	case n == 0:
+		return true
+	case it.wait == nil:
+		defer close(it.done)
+		return s.deliver(ctx, it.batch, nil)
+	}
+	defer s.rt.stats.InFlight.Add(-int64(n))
+	s.rt.stats.writingSince.Store(it.at.UnixNano())
+	err := it.wait(ctx)
+	s.wrote(n, it.at, err)
+	if err == nil {
+		s.rt.stats.Out.Add(int64(n))
+		return true
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	sendMu.Lock()
+	defer sendMu.Unlock()
+	return s.deliver(ctx, it.batch, err)
 }
 
 // batchRecords is the most records one Write gets: the config's, else the
@@ -728,16 +835,22 @@ func batchRecords(cfg BatchConfig, sink Sink) int {
 	return DefaultBatchRecords
 }
 
-func (s *sinkRunner) deliver(ctx context.Context, batch []*Record) bool {
+// deliver writes the batch, retrying with backoff until every record is
+// delivered or dead-lettered; false at the shutdown timeout. failed, when
+// not nil, is how an attempt already made (a pipelined Send) ended.
+func (s *sinkRunner) deliver(ctx context.Context, batch []*Record, failed error) bool {
 	n := s.rt.node
 	backoff := n.Retry.InitialBackoff
 	var failingSince time.Time
 	var lastLog time.Time
 	defer s.delivered()
 	for attempt := 1; ; attempt++ {
-		start := s.writing(len(batch))
-		err := s.sink.Write(ctx, batch)
-		s.wrote(len(batch), start, err)
+		err := failed
+		if attempt > 1 || failed == nil {
+			start := s.writing(len(batch))
+			err = s.sink.Write(ctx, batch)
+			s.wrote(len(batch), start, err)
+		}
 		if err == nil {
 			s.rt.stats.Out.Add(int64(len(batch)))
 			if !failingSince.IsZero() {

@@ -21,7 +21,7 @@ type SinkStats struct {
 	DeadLettered  atomic.Int64 // records the destination refused for good
 	BufferDropped atomic.Int64 // records given up by when_full: drop_oldest
 	ReadBack      atomic.Int64 // records the sink read back from its spool on disk (it had fallen behind)
-	InFlight      atomic.Int64 // records of the batch being written or retried
+	InFlight      atomic.Int64 // records of the batches being written or retried
 
 	// Unix nanoseconds, 0 when not so: the first failed attempt of the
 	// batch being retried, and the start of the Write in progress (a Write
@@ -210,7 +210,9 @@ func (s *sinkRunner) snapshot(out *StatsSnapshot) {
 // writing notes the start of a Write attempt of n records.
 func (s *sinkRunner) writing(n int) time.Time {
 	now := time.Now()
-	s.rt.stats.InFlight.Store(int64(n))
+	if !s.pipelined {
+		s.rt.stats.InFlight.Store(int64(n))
+	}
 	s.rt.stats.writingSince.Store(now.UnixNano())
 	return now
 }
@@ -234,7 +236,9 @@ func (s *sinkRunner) failing(t time.Time) { s.rt.stats.failingSince.Store(t.Unix
 // delivered notes the end of a batch's delivery (or the runner's stop).
 func (s *sinkRunner) delivered() {
 	st := &s.rt.stats
-	st.InFlight.Store(0)
+	if !s.pipelined {
+		st.InFlight.Store(0)
+	}
 	st.failingSince.Store(0)
 	st.lastError.Store(nil)
 }
