@@ -11,41 +11,56 @@ import (
 	"github.com/fluxstream/fluxstream/core"
 )
 
+// writeOldSchema writes a file as an older release did: its migrations
+// and user_version, then its rows.
+func writeOldSchema(t *testing.T, path string, stmts ...string) {
+	t.Helper()
+	old, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	for _, q := range stmts {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatalf("%.60s: %v", q, err)
+		}
+	}
+}
+
+// openMigrated opens an older file for writing, which migrates it.
+func openMigrated(t *testing.T, path string, opts Options) *DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := Open(ctx, path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if v, _ := db.Version(ctx); v != SchemaVersion {
+		t.Fatalf("version %d after the migration", v)
+	}
+	return db
+}
+
 // A file of schema 1 (as the first release wrote it) is migrated on
 // open: the JSON data moves to job_data, node rows get their job's
 // columns, names land in users, and every query reads it as before.
 func TestMigrateFrom1(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "jobs.db")
-	old, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{migrations[0], "PRAGMA user_version = 1",
+	writeOldSchema(t, path, migrations[0], "PRAGMA user_version = 1",
 		`INSERT INTO jobs (pk, id, t_submit, jobid, userid, username, queue, state, result, name, priority, nodelist, t_run, t_inactive, ev_time, ev_name, snapshot, jobspec, R, eventlog, purged, purge_reason)
 			VALUES (1, 7, 100, 'fX', 42, 'alice', 'batch', 'INACTIVE', 'FAILED', 'sim', 16, 'n[1-2]', 101, 150, 150, 'clean',
 			'{"id":7,"jobid":"fX","userid":42,"urgency":16,"state":"INACTIVE","result":"FAILED","name":"sim","queue":"batch","nodelist":"n[1-2]","t_submit":100,"t_run":101,"t_inactive":150}',
 			'{"v":1}', '{"R":1}', '[{"timestamp":100,"name":"submit"},{"timestamp":150,"name":"clean"}]', 160, 'purge-event'),
 			(2, 8, 200, 'fY', 43, '', 'debug', 'RUN', '', 'x', 16, 'n2', 201, 0, 201, 'alloc', '{"id":8,"jobid":"fY","userid":43,"urgency":16,"state":"RUN","nodelist":"n2","t_submit":200,"t_run":201}', NULL, NULL, NULL, NULL, NULL)`,
 		"INSERT INTO job_nodes VALUES ('n1', 1), ('n2', 1), ('n2', 2)",
-	} {
-		if _, err := old.Exec(q); err != nil {
-			t.Fatalf("%.60s: %v", q, err)
-		}
-	}
-	old.Close()
+	)
 	// A reader refuses the old schema with what to do.
 	if _, err := Open(ctx, path, Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("needs a migration to %d", SchemaVersion)) {
 		t.Errorf("read-only open of schema 1: %v", err)
 	}
-	db, err := Open(ctx, path, Options{Synchronous: "normal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if v, _ := db.Version(ctx); v != SchemaVersion {
-		t.Fatalf("version %d after the migration", v)
-	}
+	db := openMigrated(t, path, Options{Synchronous: "normal"})
 	es, err := db.Lookup(ctx, 7)
 	if err != nil || len(es) != 1 {
 		t.Fatalf("lookup: %v %v", es, err)
@@ -101,31 +116,15 @@ func TestMigrateFrom1(t *testing.T) {
 func TestMigrateFrom2(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "jobs.db")
-	old, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rows []string
 	for i, r := range []string{"COMPLETED", "FAILED", "COMPLETED", "TIMEOUT", "CANCELED", "FAILED"} {
 		rows = append(rows, fmt.Sprintf(`(%d, %d, %d, 'f%d', 42, 'alice', 'INACTIVE', '%s', %d, %d, 'clean', '{"id":%d,"jobid":"f%d","userid":42,"state":"INACTIVE","result":"%s","t_submit":%d,"t_inactive":%d}')`,
 			i+1, 10+i, 100+i, i, r, 200+i, 200+i, 10+i, i, r, 100+i, 200+i))
 	}
-	for _, q := range []string{migrations[0], migrations[1], "PRAGMA user_version = 2",
-		"INSERT INTO jobs (pk, id, t_submit, jobid, userid, username, state, result, t_inactive, ev_time, ev_name, snapshot) VALUES " + strings.Join(rows, ", "),
-	} {
-		if _, err := old.Exec(q); err != nil {
-			t.Fatalf("%.60s: %v", q, err)
-		}
-	}
-	old.Close()
-	db, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if v, _ := db.Version(ctx); v != SchemaVersion {
-		t.Fatalf("version %d after the migration", v)
-	}
+	writeOldSchema(t, path, migrations[0], migrations[1], "PRAGMA user_version = 2",
+		"INSERT INTO jobs (pk, id, t_submit, jobid, userid, username, state, result, t_inactive, ev_time, ev_name, snapshot) VALUES "+strings.Join(rows, ", "),
+	)
+	db := openMigrated(t, path, Options{})
 	var n int
 	db.SQL().QueryRow("SELECT count(*) FROM sqlite_schema WHERE name IN ('jobs_result', 'jobs_unsuccessful')").Scan(&n)
 	var part int
@@ -160,31 +159,15 @@ func TestMigrateFrom2(t *testing.T) {
 func TestMigrateFrom3(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "jobs.db")
-	old, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{migrations[0], migrations[1], migrations[2], "PRAGMA user_version = 3",
+	writeOldSchema(t, path, migrations[0], migrations[1], migrations[2], "PRAGMA user_version = 3",
 		`INSERT INTO jobs (pk, id, t_submit, jobid, userid, username, state, result, nodelist, t_run, t_inactive, ev_time, ev_name, snapshot) VALUES
 			(1, 7, 100, 'fX', 42, 'alice', 'INACTIVE', 'FAILED', 'n[1-2]', 101, 150, 150, 'clean', '{"id":7,"jobid":"fX","userid":42,"state":"INACTIVE","result":"FAILED","nodelist":"n[1-2]","t_submit":100,"t_run":101,"t_inactive":150}'),
 			(2, 8, 200, 'fY', 43, 'bob', 'RUN', '', 'n2', 201, 0, 201, 'alloc', '{"id":8,"jobid":"fY","userid":43,"state":"RUN","nodelist":"n2","t_submit":200,"t_run":201}'),
 			(1025, 9, 300, 'fZ', 42, 'alice', 'INACTIVE', 'COMPLETED', 'n1', 301, 350, 350, 'clean', '{"id":9,"jobid":"fZ","userid":42,"state":"INACTIVE","result":"COMPLETED","nodelist":"n1","t_submit":300,"t_run":301,"t_inactive":350}')`,
 		`INSERT INTO job_nodes VALUES (0, 'n1', 1, 7, 42, 'INACTIVE', 'FAILED', NULL, 100, 101, 150), (0, 'n2', 1, 7, 42, 'INACTIVE', 'FAILED', NULL, 100, 101, 150),
 			(0, 'n2', 2, 8, 43, 'RUN', '', NULL, 200, 201, 0), (1, 'n1', 1025, 9, 42, 'INACTIVE', 'COMPLETED', NULL, 300, 301, 350)`,
-	} {
-		if _, err := old.Exec(q); err != nil {
-			t.Fatalf("%.60s: %v", q, err)
-		}
-	}
-	old.Close()
-	db, err := Open(ctx, path, Options{Synchronous: "normal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if v, _ := db.Version(ctx); v != SchemaVersion {
-		t.Fatalf("version %d after the migration", v)
-	}
+	)
+	db := openMigrated(t, path, Options{Synchronous: "normal"})
 	var cols []string
 	rs, err := db.SQL().Query("SELECT name FROM pragma_table_info('job_nodes') ORDER BY cid")
 	if err != nil {
