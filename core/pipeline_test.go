@@ -47,14 +47,13 @@ func (p *pipeSink) enter() func() {
 
 func (p *pipeSink) Send(_ context.Context, batch []*core.Record) (func(context.Context) error, bool) {
 	p.mu.Lock()
-	if p.FailBatch > 0 && p.sends == p.FailBatch+1 {
+	afterHeld := p.FailBatch > 0 && p.sends == p.FailBatch+1
+	p.mu.Unlock()
+	if afterHeld {
 		// The Send after the held one comes while the runtime retries
 		// the failed batch (its Write takes 20 ms): it must wait for it.
-		p.mu.Unlock()
 		time.Sleep(5 * time.Millisecond)
-		p.mu.Lock()
 	}
-	p.mu.Unlock()
 	defer p.enter()()
 	p.mu.Lock()
 	defer p.mu.Unlock()
