@@ -146,10 +146,19 @@ func (b *memBuffer) Pending() (int64, int64) {
 	return int64(len(b.q)), 0
 }
 
-// diskBuffer writes every record through to the sink's spool. A record is
-// released upstream once fsynced, so the source may forget it even if the
-// sink is down for days; the sink reads recent records from an in-memory
-// window and older ones back from disk, in order.
+// diskBuffer keeps every record in the sink's spool. A record is released
+// upstream once fsynced, so the source may forget it even if the sink is
+// down for days; the sink reads recent records from an in-memory window
+// and older ones back from disk, in order.
+//
+// Records are written by the sync tick, not by Push: in full, or as a
+// one-byte tombstone if the sink delivered them meanwhile. While the sink
+// keeps up, a record waits writeAfter for its delivery first, so such a
+// sink costs the spool no encoding and almost no bytes; otherwise (the
+// sink is failing or stuck) every tick writes all. Records are written
+// sooner when the window moves past them or when the records held for
+// their release near maxUnsynced. The source is never released from a
+// record before it is delivered or fsynced.
 type diskBuffer struct {
 	sp       *spool.Spool
 	cfg      BufferConfig
@@ -160,6 +169,16 @@ type diskBuffer struct {
 	window   []*Record // records of seqs [winFirst, winFirst+len(window))
 	winFirst uint64
 	readSeq  uint64
+	// pending are the records pushed but not yet written, seqs
+	// [sp.Next(), sp.Next()+len(pending)). Every record behind the
+	// window is written. marks is the next seq at each of the last ticks,
+	// oldest first (writeAfter).
+	pending   []*Record
+	cleared   int // pending[:cleared] were delivered and let go (Done)
+	marks     []uint64
+	entrySize int64  // the average size of a record's entry (pendingBytes)
+	doneSeq   uint64 // the sink finished every seq below this
+	entryBuf  []byte
 	// Records not yet released upstream, oldest first, with the seq of
 	// the first. A record is released once it is synced or delivered,
 	// whichever comes first: both cover a prefix of the spool.
@@ -220,6 +239,8 @@ func openDiskBuffer(fsys durable.FS, dir string, cfg BufferConfig, stats *SinkSt
 	b.cond = sync.NewCond(&b.mu)
 	b.readSeq = sp.Acked()
 	b.winFirst = sp.Next()
+	b.doneSeq = sp.Acked()
+	b.entrySize = 512
 	b.lastTake = time.Now() // a sink just starting gets the patience too
 	if n := sp.Len(); n > 0 {
 		log.Info("spool holds undelivered records from an earlier run; delivering them first", "records", n, "bytes", sp.Bytes(), "dir", filepath.Clean(dir))
@@ -232,52 +253,12 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 	if err := b.failure(); err != nil {
 		return err
 	}
-	// Entries are encoded into one pooled buffer: the spool copies them
-	// into its file buffer, so the batch's bytes are garbage once Append
-	// returns.
-	bufp := spoolBatchBufs.Get().(*[]byte)
-	defer func() {
-		if cap(*bufp) <= maxPooledBatch {
-			spoolBatchBufs.Put(bufp)
-		}
-	}()
-	buf := (*bufp)[:0]
-	ends := make([]int, 0, len(recs))
-	size := int64(0)
-	kept := make([]*Record, 0, len(recs))
-	for _, r := range recs {
-		start := len(buf)
-		var err error
-		buf, err = appendSpoolEntry(buf, r)
-		if err != nil {
-			buf = buf[:start]
-			// Cannot happen with records of this build; if it does, the
-			// record is parked, never acknowledged into nowhere.
-			if derr := b.dlq.add(recordLetter(r, fmt.Errorf("cannot spool: %w", err))); derr != nil {
-				return fmt.Errorf("record %s cannot be spooled (%v) nor dead-lettered: %w", r.ID, err, derr)
-			}
-			b.stats.DeadLettered.Add(1)
-			r.Ack()
-			continue
-		}
-		kept = append(kept, r)
-		ends = append(ends, len(buf))
-		size += int64(len(buf)-start) + 8
-	}
-	*bufp = buf
-	recs = kept
-	// Sliced only now: buf may have moved while it grew.
-	payloads := make([][]byte, len(ends))
-	start := 0
-	for i, end := range ends {
-		payloads[i] = buf[start:end:end]
-		start = end
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	size := int64(len(recs)) * b.entrySize
 	// A batch larger than the whole bound still goes into an empty spool,
 	// or it would wait forever.
-	for b.sp.Bytes()+size > int64(b.cfg.MaxBytes) && b.sp.Len() > 0 && !b.closed {
+	for b.sp.Bytes()+b.pendingBytes()+size > int64(b.cfg.MaxBytes) && (b.sp.Len() > 0 || len(b.pending) > 0) && !b.closed {
 		if b.cfg.WhenFull == "drop_oldest" {
 			dropped, cursor, err := b.sp.DropOldest(size)
 			if err != nil {
@@ -318,20 +299,28 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 	if b.closed {
 		return errors.New("buffer closed")
 	}
-	first, err := b.sp.Append(payloads...)
-	if err != nil {
-		return err
-	}
-	if len(b.window) == 0 || first != b.winFirst+uint64(len(b.window)) {
+	first := b.nextSeq()
+	if first != b.winFirst+uint64(len(b.window)) {
+		// Not where the window ends (it never happens while every push
+		// goes through it): start it anew, the old one on disk.
+		if err := b.writeLocked(first); err != nil {
+			return err
+		}
+		clear(b.window)
 		b.window = b.window[:0]
 		b.winFirst = first
 	}
 	if len(b.unreleased) == 0 {
 		b.unreleasedFirst = first
 	}
+	b.pending = append(b.pending, recs...)
 	b.window = append(b.window, recs...)
 	if over := len(b.window) - b.cfg.MaxRecords; over > 0 {
-		// The oldest part of the window stays on disk only.
+		// The oldest part of the window stays on disk only: it must be
+		// there first.
+		if err := b.writeLocked(b.winFirst + uint64(over)); err != nil {
+			return err
+		}
 		clear(b.window[:over])
 		b.window = b.window[over:]
 		b.winFirst += uint64(over)
@@ -340,6 +329,83 @@ func (b *diskBuffer) Push(ctx context.Context, recs []*Record) error {
 	b.noteFill()
 	b.cond.Broadcast()
 	return nil
+}
+
+// nextSeq is the seq the next pushed record gets (b.mu held).
+func (b *diskBuffer) nextSeq() uint64 { return b.sp.Next() + uint64(len(b.pending)) }
+
+// spoolTombstone is the entry of a record the sink delivered before it was
+// written: read back (after a crash), it is skipped.
+const spoolTombstone = 3
+
+// writeLocked writes the pending records below seq to the spool (b.mu
+// held): in full, or as tombstones where the sink already delivered them.
+// A record that cannot be encoded (not with records of this build) is
+// dead-lettered and written as a tombstone; the sink still gets it from
+// the window.
+func (b *diskBuffer) writeLocked(seq uint64) error {
+	first := b.sp.Next()
+	if seq <= first || len(b.pending) == 0 {
+		return nil
+	}
+	n := int(min(seq-first, uint64(len(b.pending))))
+	buf := b.entryBuf[:0]
+	ends := make([]int, n)
+	full, fullBytes := 0, 0
+	for i, r := range b.pending[:n] {
+		start := len(buf)
+		if first+uint64(i) < b.doneSeq {
+			buf = append(buf, spoolTombstone)
+		} else {
+			var err error
+			if buf, err = appendSpoolEntry(buf, r); err != nil {
+				buf = append(buf[:start], spoolTombstone)
+				if derr := b.dlq.add(recordLetter(r, fmt.Errorf("cannot spool: %w", err))); derr != nil {
+					return fmt.Errorf("record %s cannot be spooled (%v) nor dead-lettered: %w", r.ID, err, derr)
+				}
+				b.stats.DeadLettered.Add(1)
+			} else {
+				full++
+				fullBytes += len(buf) - start + 8
+			}
+		}
+		ends[i] = len(buf)
+	}
+	// Sliced only now: buf may have moved while it grew.
+	payloads := make([][]byte, n)
+	start := 0
+	for i, end := range ends {
+		payloads[i] = buf[start:end:end]
+		start = end
+	}
+	got, err := b.sp.Append(payloads...)
+	if cap(buf) <= maxPooledBatch {
+		b.entryBuf = buf[:0]
+	} else {
+		b.entryBuf = nil
+	}
+	if err != nil {
+		return err
+	}
+	if got != first {
+		return fmt.Errorf("spool %s: records written at %d, expected at %d", b.dir, got, first)
+	}
+	if full > 0 {
+		b.entrySize = (b.entrySize*3 + int64(fullBytes/full)) / 4
+	}
+	clear(b.pending[:n])
+	b.pending = b.pending[n:]
+	b.cleared = max(b.cleared-n, 0)
+	b.sp.Ack(b.doneSeq) // the cursor may pass the tombstones now
+	b.noteFill()
+	b.cond.Broadcast() // the spool's bytes are known now (Push's bound)
+	return nil
+}
+
+// pendingBytes estimates the bytes of the undelivered records not yet
+// written (b.mu held).
+func (b *diskBuffer) pendingBytes() int64 {
+	return int64(b.nextSeq()-max(b.doneSeq, b.sp.Next())) * b.entrySize
 }
 
 // keepPace holds the source while the window is full and the sink is
@@ -398,27 +464,45 @@ const (
 	maxPatience = 5 * time.Second
 )
 
+// writeAfter is how long a record may wait for its delivery before the
+// sync tick writes it to the spool (the source is released from it then
+// at the latest): a few batches of a sink that keeps up.
+const writeAfter = time.Second
+
+// keepingUp says the sink is not failing and took or finished a batch in
+// the last two sync intervals (b.mu held): only then do its records wait
+// for their delivery before they are written, so a sink that is down or
+// stuck has every record on disk within sync_interval, as Flux may purge
+// the jobs it has not delivered.
+func (b *diskBuffer) keepingUp() bool {
+	return b.stats.failingSince.Load() == 0 && time.Since(b.lastTake) <= 2*b.cfg.SyncInterval
+}
+
+// writeAfterTicks is writeAfter in sync ticks.
+func writeAfterTicks(cfg BufferConfig) int {
+	return max(int(writeAfter/max(cfg.SyncInterval, time.Millisecond)), 2)
+}
+
 // maxUnsynced bounds the records a disk buffer holds for their fsync.
 func maxUnsynced(cfg BufferConfig) int { return 2 * cfg.MaxRecords }
 
-// spoolBatchBufs holds the buffers Push encodes a batch's entries into;
-// one larger than maxPooledBatch (a batch of huge records) is not kept.
-var spoolBatchBufs = sync.Pool{New: func() any { return new([]byte) }}
-
+// maxPooledBatch bounds the entry buffer kept between writes (a batch of
+// huge records is not kept).
 const maxPooledBatch = 8 << 20
 
 // noteFill logs once when the spool goes over 80% of max_bytes, and once
 // when it is back under 70% (b.mu held).
 func (b *diskBuffer) noteFill() {
-	used, limit := b.sp.Bytes(), int64(b.cfg.MaxBytes)
+	used, limit := b.sp.Bytes()+b.pendingBytes(), int64(b.cfg.MaxBytes)
+	records := b.nextSeq() - max(b.doneSeq, b.sp.Acked())
 	switch {
 	case !b.over80 && used > limit/10*8:
 		b.over80 = true
 		b.log.Warn("spool over 80% full: the sink is behind; at 100% the source waits (when_full: block) or the oldest records go (drop_oldest)",
-			"bytes", used, "max_bytes", b.cfg.MaxBytes.String(), "records", b.sp.Len(), "when_full", b.cfg.WhenFull, "dir", b.dir)
+			"bytes", used, "max_bytes", b.cfg.MaxBytes.String(), "records", records, "when_full", b.cfg.WhenFull, "dir", b.dir)
 	case b.over80 && used < limit/10*7:
 		b.over80 = false
-		b.log.Info("spool below 70% again", "bytes", used, "max_bytes", b.cfg.MaxBytes.String(), "records", b.sp.Len())
+		b.log.Info("spool below 70% again", "bytes", used, "max_bytes", b.cfg.MaxBytes.String(), "records", records)
 	}
 }
 
@@ -449,16 +533,36 @@ func (b *diskBuffer) syncLoop() {
 		select {
 		case <-t.C:
 		case <-b.stopSync:
-			b.syncOnce()
+			b.syncOnce(true)
 			return
 		}
-		b.syncOnce()
+		b.syncOnce(false)
 	}
 }
 
-// syncOnce fsyncs what was appended and releases those records upstream.
-func (b *diskBuffer) syncOnce() {
+// syncOnce writes the records that waited writeAfter (all of them when
+// final, or when the records held for their release near their bound),
+// fsyncs and releases those records upstream.
+func (b *diskBuffer) syncOnce(final bool) {
 	if b.failed.Load() != nil {
+		return
+	}
+	b.mu.Lock()
+	b.marks = append(b.marks, b.nextSeq())
+	upto := uint64(0)
+	if len(b.marks) > writeAfterTicks(b.cfg) {
+		upto = b.marks[0]
+		b.marks = b.marks[1:]
+	}
+	if final || !b.keepingUp() || len(b.unreleased) >= maxUnsynced(b.cfg)*3/4 {
+		upto = b.nextSeq()
+	}
+	werr := b.writeLocked(upto)
+	b.mu.Unlock()
+	if werr != nil && b.sp.Err() == nil {
+		// Not the spool's fault (an entry nor its dead letter could be
+		// written): nothing is released, the next tick tries again.
+		b.warnf("spool write failed; retrying (nothing is released meanwhile)", "error", werr)
 		return
 	}
 	upto, err := b.sp.Sync()
@@ -486,7 +590,7 @@ func (b *diskBuffer) syncOnce() {
 
 func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, error) {
 	b.mu.Lock()
-	for b.readSeq >= b.sp.Next() {
+	for b.readSeq >= b.nextSeq() {
 		if b.closed {
 			b.mu.Unlock()
 			return nil, ticket{}, io.EOF
@@ -552,6 +656,9 @@ func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, erro
 	b.stats.ReadBack.Add(int64(len(entries)))
 	out := make([]*Record, 0, len(entries))
 	for _, e := range entries {
+		if len(e.Data) == 1 && e.Data[0] == spoolTombstone {
+			continue // delivered before it was written
+		}
 		r, err := decodeSpoolEntry(e.Data, e.Meta)
 		if err == nil {
 			out = append(out, r)
@@ -578,9 +685,19 @@ func (b *diskBuffer) Next(ctx context.Context, max int) ([]*Record, ticket, erro
 }
 
 func (b *diskBuffer) Done(t ticket) {
-	b.sp.Ack(t.end)
+	b.sp.Ack(t.end) // as far as written: writeLocked acks the rest
 	b.release(t.end)
 	b.mu.Lock()
+	b.doneSeq = max(b.doneSeq, t.end)
+	if first := b.sp.Next(); b.doneSeq > first {
+		// Delivered before written: only a tombstone is left to write, so
+		// the records need not stay in memory.
+		n := int(min(b.doneSeq-first, uint64(len(b.pending))))
+		if n > b.cleared {
+			clear(b.pending[b.cleared:n])
+			b.cleared = n
+		}
+	}
 	now := time.Now()
 	b.lastBatch = now.Sub(b.lastTake)
 	b.lastTake = now
@@ -607,10 +724,19 @@ func (b *diskBuffer) Close() error {
 	return b.sp.Close()
 }
 
+// Pending counts the records not yet delivered, written or not; the
+// bytes are the spool's and the estimate for those not yet written.
 func (b *diskBuffer) Pending() (int64, int64) {
-	return int64(b.sp.Len()), b.sp.Bytes()
+	acked, next := b.span()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return int64(next - acked), b.sp.Bytes() + b.pendingBytes()
 }
 
-// span is the spool's undelivered range of seqs [acked, next), for the
+// span is the undelivered range of seqs [acked, next), for the
 // oldest-undelivered age (stats.go).
-func (b *diskBuffer) span() (acked, next uint64) { return b.sp.Acked(), b.sp.Next() }
+func (b *diskBuffer) span() (acked, next uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return max(b.sp.Acked(), b.doneSeq), b.nextSeq()
+}

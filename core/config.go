@@ -93,8 +93,10 @@ type BufferConfig struct {
 	MaxRecords int `yaml:"max_records"`
 	// WhenFull is "block" (backpressure to the source) or "drop_oldest".
 	WhenFull string `yaml:"when_full"`
-	// SyncInterval is how often a disk spool is fsynced; a record is safe
-	// from a crash (and counts as taken) once synced.
+	// SyncInterval is how often a disk spool is written and fsynced; a
+	// record is safe from a crash (and counts as taken) once synced or
+	// delivered. While the sink keeps up, records wait up to a second
+	// for their delivery before they are written (diskBuffer).
 	SyncInterval time.Duration `yaml:"sync_interval"`
 }
 
