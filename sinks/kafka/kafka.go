@@ -65,6 +65,10 @@ type Config struct {
 	Linger      time.Duration     `yaml:"linger"`
 	BatchBytes  core.ByteSize     `yaml:"batch_max_bytes"`
 	MaxBuffered int               `yaml:"max_buffered_records"`
+	// InflightBatches is how many batches may wait for their
+	// acknowledgement at once: the next ones are produced meanwhile, in
+	// order. 1 waits for each batch before taking the next.
+	InflightBatches int `yaml:"inflight_batches"`
 	// Idempotent keeps per-partition order and drops broker-side
 	// duplicates on retries; turn it off only for brokers without it.
 	Idempotent *bool `yaml:"idempotent"`
@@ -136,6 +140,9 @@ func (c *Config) Validate() error {
 	if c.DeliveryTimeout > 0 && c.DeliveryTimeout < 100*time.Millisecond {
 		errs = append(errs, core.Fieldf("delivery_timeout", "%s is too short (at least 100ms)", c.DeliveryTimeout))
 	}
+	if c.InflightBatches < 1 || c.InflightBatches > 64 {
+		errs = append(errs, core.Fieldf("inflight_batches", "%d is out of range (1 to 64)", c.InflightBatches))
+	}
 	if c.ExactlyOnce && !*c.Idempotent {
 		errs = append(errs, core.Fieldf("idempotent", "exactly_once needs the idempotent producer"))
 	}
@@ -180,6 +187,8 @@ type Sink struct {
 	kgoLog *kgoLogger
 	client *kgo.Client
 	topic  func(*core.Record) string
+	// headerKeys are the config's extra headers, sorted once.
+	headerKeys []string
 
 	// inflight holds the records handed to the producer whose outcome
 	// the runtime has not been told yet (a Write gave up waiting on
@@ -202,12 +211,13 @@ var (
 	_ core.Provisioner = (*Sink)(nil)
 	_ core.Preparer    = (*Sink)(nil)
 	_ core.DryRunner   = (*Sink)(nil)
+	_ core.Pipeliner   = (*Sink)(nil)
 )
 
 // New decodes the node's config.
 func New(nc *core.NodeConfig) (core.Sink, error) {
 	s := &Sink{name: nc.Name, cfg: Config{Key: "job", ClientID: "fluxstream", Compression: "lz4",
-		Linger: 5 * time.Millisecond, BatchBytes: 1 << 20, MaxBuffered: 100000,
+		Linger: 5 * time.Millisecond, BatchBytes: 1 << 20, MaxBuffered: 100000, InflightBatches: 4,
 		DeliveryTimeout: 30 * time.Second, DialTimeout: 10 * time.Second, TransactionTimeout: 40 * time.Second}}
 	t := true
 	s.cfg.Idempotent = &t
@@ -222,6 +232,7 @@ func New(nc *core.NodeConfig) (core.Sink, error) {
 		s.eo = eo
 	}
 	s.topic = topicFunc(s.cfg.Topic)
+	s.headerKeys = sortedKeys(s.cfg.Headers)
 	s.redact = s.cfg.redactor()
 	return s, nil
 }
@@ -414,6 +425,32 @@ func sanitizeTopic(s string) string {
 
 // Message is what one record becomes on Kafka.
 func (s *Sink) Message(r *core.Record) (*kgo.Record, error) {
+	var m messages
+	return m.add(s, r)
+}
+
+// messages builds a batch's Kafka records with a few allocations for the
+// whole batch instead of a dozen for each record: the records, their
+// headers and their keys and header values come from slabs (the producer
+// only reads them).
+type messages struct {
+	recs  []kgo.Record
+	hdrs  []kgo.RecordHeader
+	bytes []byte
+}
+
+func newMessages(n int) *messages {
+	return &messages{recs: make([]kgo.Record, 0, n), hdrs: make([]kgo.RecordHeader, 0, 7*n), bytes: make([]byte, 0, 96*n)}
+}
+
+// bytesOf copies v into the byte slab.
+func (m *messages) bytesOf(v string) []byte {
+	start := len(m.bytes)
+	m.bytes = append(m.bytes, v...)
+	return m.bytes[start:len(m.bytes):len(m.bytes)]
+}
+
+func (m *messages) add(s *Sink, r *core.Record) (*kgo.Record, error) {
 	value, contentType := []byte(nil), "application/json"
 	if e := r.Encoded; e != nil {
 		value, contentType = e.Value, schemas.ContentType(e.Format)
@@ -424,14 +461,20 @@ func (s *Sink) Message(r *core.Record) (*kgo.Record, error) {
 		}
 		value = js
 	}
-	key := r.Key()
-	if s.cfg.Key == "event" {
-		key = r.ID
+	var key []byte
+	if id := r.JobID(); id != 0 && s.cfg.Key != "event" {
+		start := len(m.bytes)
+		m.bytes = strconv.AppendUint(m.bytes, id, 10)
+		key = m.bytes[start:len(m.bytes):len(m.bytes)]
+	} else if s.cfg.Key == "event" {
+		key = m.bytesOf(r.ID)
+	} else {
+		key = m.bytesOf(r.Key())
 	}
-	kr := &kgo.Record{Topic: s.topic(r), Key: []byte(key), Value: value}
+	first := len(m.hdrs)
 	add := func(k, v string) {
 		if v != "" {
-			kr.Headers = append(kr.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
+			m.hdrs = append(m.hdrs, kgo.RecordHeader{Key: k, Value: m.bytesOf(v)})
 		}
 	}
 	add(HeaderID, r.ID)
@@ -446,16 +489,22 @@ func (s *Sink) Message(r *core.Record) (*kgo.Record, error) {
 		case e.SchemaID == schemas.DryRunSchemaID:
 			add(HeaderSchemaID, "(registry id)")
 		case e.SchemaID != 0:
-			add(HeaderSchemaID, strconv.Itoa(e.SchemaID))
+			start := len(m.bytes)
+			m.bytes = strconv.AppendInt(m.bytes, int64(e.SchemaID), 10)
+			m.hdrs = append(m.hdrs, kgo.RecordHeader{Key: HeaderSchemaID, Value: m.bytes[start:len(m.bytes):len(m.bytes)]})
 		}
 		for _, k := range sortedKeys(e.Headers) {
 			add(k, e.Headers[k])
 		}
 	}
-	for _, k := range sortedKeys(s.cfg.Headers) {
+	for _, k := range s.headerKeys {
 		add(k, s.cfg.Headers[k])
 	}
-	return kr, nil
+	if len(m.recs) == cap(m.recs) {
+		m.recs = make([]kgo.Record, 0, max(cap(m.recs), 1)) // earlier records keep their slab
+	}
+	m.recs = append(m.recs, kgo.Record{Topic: s.topic(r), Key: key, Value: value, Headers: m.hdrs[first:len(m.hdrs):len(m.hdrs)]})
+	return &m.recs[len(m.recs)-1], nil
 }
 
 func sortedKeys(m map[string]string) []string {
@@ -486,23 +535,8 @@ func (s *Sink) Write(ctx context.Context, batch []*core.Record) error {
 	if s.eo != nil {
 		return s.writeTxn(ctx, batch)
 	}
-	var be core.BatchError
-	var firstErr error // first retryable failure, for the message
-	fail := func(i int, err error) {
-		if isPermanent(err) {
-			err = core.Permanent(fmt.Errorf("kafka refused the record for good: %w", s.redact.Error(err)))
-		} else {
-			err = s.redact.Error(err)
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-		be.Fail(i, err)
-	}
-	timer := time.NewTimer(s.cfg.DeliveryTimeout)
-	defer timer.Stop()
-	waits := make([]*produced, len(batch))
-	ok := make([]bool, len(batch))
+	w := s.newWrite(batch)
+	defer w.timer.Stop()
 
 	// Records an earlier attempt left in the producer: wait on them
 	// first, and produce nothing new while any is in flight.
@@ -513,46 +547,113 @@ func (s *Sink) Write(ctx context.Context, batch []*core.Record) error {
 	reattached := false
 	for i, r := range batch {
 		if p := s.inflight[r]; p != nil {
-			waits[i] = p
+			w.waits[i] = p
 			reattached = true
 		}
 	}
 	s.mu.Unlock()
 	if reattached {
-		if !s.wait(ctx, timer, waits) {
-			return s.unacked(ctx, batch, waits, nil, &be, firstErr, errWaitingForEarlier)
+		if !s.wait(ctx, w.timer, w.waits) {
+			return s.unacked(ctx, batch, w.waits, nil, &w.be, w.firstErr, errWaitingForEarlier)
 		}
-		for i, p := range waits {
+		for i, p := range w.waits {
 			if p == nil {
 				continue
 			}
 			s.forget(batch[i])
-			waits[i] = nil
+			w.waits[i] = nil
 			if p.err == nil {
-				ok[i] = true
+				w.ok[i] = true
 			} else if isPermanent(p.err) {
-				fail(i, p.err)
+				w.fail(s, i, p.err)
 			} // else: produced again below, in order
 		}
 	}
+	s.produce(ctx, w, s.cfg.MaxBuffered-int(s.client.BufferedProduceRecords()))
+	return s.finish(ctx, w)
+}
 
-	// Nothing of this batch is in flight now: produce, in batch order,
-	// every record not yet acknowledged.
+// PipelineDepth is inflight_batches, but 1 with exactly_once: each batch
+// is a transaction, and a producer has one open at a time.
+func (s *Sink) PipelineDepth() int {
+	if s.eo != nil {
+		return 1
+	}
+	return s.cfg.InflightBatches
+}
+
+// Send produces the batch and returns the wait for its acknowledgement:
+// the next batches are produced while the brokers acknowledge this one,
+// in order behind it. It takes the batch only when the producer has room
+// for all of it, so that no record of it is left for a retry behind the
+// batches sent after it.
+func (s *Sink) Send(ctx context.Context, batch []*core.Record) (func(context.Context) error, bool) {
 	room := s.cfg.MaxBuffered - int(s.client.BufferedProduceRecords())
-	notSent := errNotSent
-	for i, r := range batch {
-		if ok[i] || be.Failed[i] != nil {
+	if room < len(batch) {
+		return nil, false
+	}
+	s.mu.Lock()
+	for _, r := range batch {
+		if s.inflight[r] != nil { // an earlier attempt's: Write knows how to wait for it
+			s.mu.Unlock()
+			return nil, false
+		}
+	}
+	s.mu.Unlock()
+	w := s.newWrite(batch)
+	s.produce(ctx, w, room)
+	return func(ctx context.Context) error {
+		defer w.timer.Stop()
+		return s.finish(ctx, w)
+	}, true
+}
+
+// write is one attempt at a batch: what was produced, and how each record
+// ended.
+type write struct {
+	batch    []*core.Record
+	waits    []*produced
+	ok       []bool
+	be       core.BatchError
+	firstErr error // first retryable failure, for the message
+	notSent  error
+	timer    *time.Timer // delivery_timeout, from the attempt's start
+}
+
+func (s *Sink) newWrite(batch []*core.Record) *write {
+	return &write{batch: batch, waits: make([]*produced, len(batch)), ok: make([]bool, len(batch)),
+		notSent: errNotSent, timer: time.NewTimer(s.cfg.DeliveryTimeout)}
+}
+
+func (w *write) fail(s *Sink, i int, err error) {
+	if isPermanent(err) {
+		err = core.Permanent(fmt.Errorf("kafka refused the record for good: %w", s.redact.Error(err)))
+	} else {
+		err = s.redact.Error(err)
+		if w.firstErr == nil {
+			w.firstErr = err
+		}
+	}
+	w.be.Fail(i, err)
+}
+
+// produce hands the producer, in batch order, every record of w not yet
+// acknowledged, as far as room goes.
+func (s *Sink) produce(ctx context.Context, w *write, room int) {
+	msgs := newMessages(min(len(w.batch), max(room, 0)))
+	for i, r := range w.batch {
+		if w.ok[i] || w.be.Failed[i] != nil {
 			continue
 		}
-		m, err := s.Message(r)
+		m, err := msgs.add(s, r)
 		if err != nil {
-			be.Fail(i, core.Permanent(err))
+			w.be.Fail(i, core.Permanent(err))
 			continue
 		}
 		if room <= 0 {
 			// Produce would block on a full producer: the rest waits
 			// for the next attempt, still in order.
-			notSent = errProducerFull
+			w.notSent = errProducerFull
 			break
 		}
 		room--
@@ -564,24 +665,28 @@ func (s *Sink) Write(ctx context.Context, batch []*core.Record) error {
 			p.err = err
 			close(p.done)
 		})
-		waits[i] = p
+		w.waits[i] = p
 	}
-	if !s.wait(ctx, timer, waits) {
-		return s.unacked(ctx, batch, waits, ok, &be, firstErr, notSent)
+}
+
+// finish waits for what produce handed over and reports each record.
+func (s *Sink) finish(ctx context.Context, w *write) error {
+	if !s.wait(ctx, w.timer, w.waits) {
+		return s.unacked(ctx, w.batch, w.waits, w.ok, &w.be, w.firstErr, w.notSent)
 	}
-	for i, p := range waits {
+	for i, p := range w.waits {
 		if p == nil {
-			if !ok[i] && be.Failed[i] == nil {
-				be.Fail(i, notSent)
+			if !w.ok[i] && w.be.Failed[i] == nil {
+				w.be.Fail(i, w.notSent)
 			}
 			continue
 		}
-		s.forget(batch[i])
+		s.forget(w.batch[i])
 		if p.err != nil {
-			fail(i, p.err)
+			w.fail(s, i, p.err)
 		}
 	}
-	return s.batchErr(batch, &be, firstErr)
+	return s.batchErr(w.batch, &w.be, w.firstErr)
 }
 
 // wait waits for every record of waits, the timer or ctx; it reports

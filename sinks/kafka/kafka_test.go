@@ -121,6 +121,7 @@ sinks:
     inputs: [avro]
     brokers: [%s]
     topic: %s
+    batch: {max_records: 100} # many batches on their way at once (inflight_batches: 4)
   json:
     type: file
     inputs: [journal]
@@ -448,7 +449,7 @@ func testSCRAM(t *testing.T, peer kafkatest.PeerKind) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	nc, _ := core.ParseNodeConfig(core.KindSink, "kafka", []byte("brokers: [kafka1]\ntopic: 'flux.{{site}}'\nkey: user\ncompression: brotli\nsasl: {mechanism: GSSAPI}\n"))
+	nc, _ := core.ParseNodeConfig(core.KindSink, "kafka", []byte("brokers: [kafka1]\ntopic: 'flux.{{site}}'\nkey: user\ncompression: brotli\nsasl: {mechanism: GSSAPI}\ninflight_batches: 0\n"))
 	_, err := kafka.New(nc)
 	for _, want := range []string{
 		`sinks.kafka.brokers: "kafka1" is not host:port`,
@@ -456,6 +457,7 @@ func TestConfigErrors(t *testing.T) {
 		`sinks.kafka.key: unknown key "user" (job, event)`,
 		`sinks.kafka.compression: unknown codec "brotli" (none, gzip, snappy, lz4, zstd)`,
 		`sinks.kafka.sasl.mechanism: unknown mechanism "GSSAPI" (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)`,
+		`sinks.kafka.inflight_batches: 0 is out of range (1 to 64)`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
