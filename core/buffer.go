@@ -494,7 +494,8 @@ const maxPooledBatch = 8 << 20
 // when it is back under 70% (b.mu held).
 func (b *diskBuffer) noteFill() {
 	used, limit := b.sp.Bytes()+b.pendingBytes(), int64(b.cfg.MaxBytes)
-	records := b.nextSeq() - max(b.doneSeq, b.sp.Acked())
+	acked, next := b.spanLocked()
+	records := next - acked
 	switch {
 	case !b.over80 && used > limit/10*8:
 		b.over80 = true
@@ -727,9 +728,9 @@ func (b *diskBuffer) Close() error {
 // Pending counts the records not yet delivered, written or not; the
 // bytes are the spool's and the estimate for those not yet written.
 func (b *diskBuffer) Pending() (int64, int64) {
-	acked, next := b.span()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	acked, next := b.spanLocked()
 	return int64(next - acked), b.sp.Bytes() + b.pendingBytes()
 }
 
@@ -738,5 +739,11 @@ func (b *diskBuffer) Pending() (int64, int64) {
 func (b *diskBuffer) span() (acked, next uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.spanLocked()
+}
+
+// spanLocked is span with b.mu held. The spool's cursor can be ahead of
+// doneSeq (drop_oldest) or behind it (delivered, not yet written).
+func (b *diskBuffer) spanLocked() (acked, next uint64) {
 	return max(b.sp.Acked(), b.doneSeq), b.nextSeq()
 }
